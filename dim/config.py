@@ -1,0 +1,249 @@
+"""The one configuration object.
+
+Read from environment variables (prefix ``DIM_``, nested sections joined by ``__``, e.g.
+``DIM_KAFKA__BOOTSTRAP=broker:9092``) and an optional TOML file (``DIM_CONFIG=path.toml`` or ``./dim.toml``).
+Precedence: explicit keyword arguments > environment > TOML file > defaults. The defaults are the embedded stack
+on loopback (`dim up`), so a fresh checkout needs no configuration at all.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class StackSettings(BaseModel):
+    """Ports and binaries of the embedded stack started by `dim up`."""
+
+    data_dir: Path = Path(".dim")
+    s3_port: int = 8333
+    kafka_port: int = 9092
+    # SeaweedFS `weed mini` runs a master, volume server, filer, WebDAV and admin besides S3; each needs ports.
+    # They are taken consecutively from this base: base+0 .. base+11.
+    seaweed_port_base: int = 19330
+    kafka_storage_bucket: str = "dim-kafka"
+    startup_timeout_s: float = 60.0
+
+
+class S3Settings(BaseModel):
+    endpoint: str | None = None  # default: the embedded SeaweedFS, http://127.0.0.1:<stack.s3_port>
+    access_key: str = "dim"
+    secret_key: SecretStr = SecretStr("dim-secret-key")
+    region: str = "us-east-1"
+    # Bucket holding the placement catalog: one JSON document per object, updated by compare-and-set (If-Match).
+    catalog_bucket: str = "dim-catalog"
+    # Cap on the bytes created per object by producers (real bytes, scaled size, capped so demos stay small).
+    max_object_bytes: int = 256 * 1024
+
+
+class KafkaSettings(BaseModel):
+    bootstrap: str | None = None  # default: the embedded Tansu broker, 127.0.0.1:<stack.kafka_port>
+    partitions: int = 4
+    # Tansu needs these to be low/short for fast group joins and low-latency fetches (measured on this machine).
+    fetch_wait_max_ms: int = 10
+    session_timeout_ms: int = 6000
+    group_prefix: str = "dim"
+
+
+class ClickHouseSettings(BaseModel):
+    # "chdb": embedded ClickHouse in-process (one process per data directory);
+    # "server": a ClickHouse server through clickhouse-connect.
+    mode: Literal["chdb", "server"] = "chdb"
+    chdb_path: Path | None = None  # default: <stack.data_dir>/chdb
+    url: str = "http://127.0.0.1:8123"
+    user: str = "default"
+    password: SecretStr = SecretStr("")
+    database: str = "dim"
+
+
+class FlowSettings(BaseModel):
+    half_lives_s: list[float] = Field(default_factory=lambda: [3600.0, 86400.0, 7 * 86400.0])
+    allowed_lateness_s: float = 300.0
+    # p_hot = P(>= hot_reads reads within horizon_s)
+    hot_reads: int = 2
+    horizon_s: float = 86400.0
+    # Hysteresis on the outlook: an object becomes a "hot" candidate above `hot_threshold` and a "cold" one
+    # below `cold_threshold`; between them nothing is emitted.
+    hot_threshold: float = 0.6
+    cold_threshold: float = 0.2
+    growing_window_s: float = 3600.0
+    snapshot_interval_s: float = 30.0
+    recovery_dir: Path | None = None  # default: <stack.data_dir>/recovery
+    workers: int = 1
+
+
+class SolverSettings(BaseModel):
+    replication_factor: int = 2
+    provider_diversity: bool = True
+    planning_horizon_days: float = 30.0
+    sla_ms: float = 100.0
+    sla_penalty_usd: float = 0.001  # lambda per expected violating read
+    batch_max: int = 10_000
+    batch_interval_s: float = 5.0
+    catalogue_path: Path | None = None  # default: the catalogue shipped in solver/
+    # Where objects start (the producers create real replicas here).
+    initial_locations: list[str] = Field(
+        default_factory=lambda: ["aws:us-east-1:standard", "gcp:us-east1:standard"]
+    )
+
+
+class MoverSettings(BaseModel):
+    max_attempts: int = 6
+    backoff_base_s: float = 0.2
+    backoff_max_s: float = 10.0
+    concurrency: int = 8
+    part_size: int = 8 * 1024 * 1024
+    journal_dir: Path | None = None  # default: <stack.data_dir>/journal
+    dry_run: bool = False
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: SecretStr | None = None  # bearer token; auth is off when unset
+    cors_origins: list[str] = Field(default_factory=list)
+    max_page_size: int = 1000
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DIM_", env_nested_delimiter="__", extra="ignore", toml_file=None
+    )
+
+    stack: StackSettings = Field(default_factory=StackSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    flow: FlowSettings = Field(default_factory=FlowSettings)
+    solver: SolverSettings = Field(default_factory=SolverSettings)
+    mover: MoverSettings = Field(default_factory=MoverSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @model_validator(mode="after")
+    def _endpoints_follow_stack_ports(self) -> "Settings":
+        if self.s3.endpoint is None:
+            self.s3.endpoint = f"http://127.0.0.1:{self.stack.s3_port}"
+        if self.kafka.bootstrap is None:
+            self.kafka.bootstrap = f"127.0.0.1:{self.stack.kafka_port}"
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = os.environ.get("DIM_CONFIG") or ("dim.toml" if Path("dim.toml").exists() else None)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    # Derived paths: every piece of local state lives under the one data directory unless set explicitly.
+    @property
+    def chdb_path(self) -> Path:
+        return self.clickhouse.chdb_path or self.stack.data_dir / "chdb"
+
+    @property
+    def recovery_dir(self) -> Path:
+        return self.flow.recovery_dir or self.stack.data_dir / "recovery"
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.mover.journal_dir or self.stack.data_dir / "journal"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as DIM_* environment variables (secrets revealed), for child processes."""
+        import json
+
+        def reveal(value: Any) -> Any:
+            if isinstance(value, SecretStr):
+                return value.get_secret_value()
+            if isinstance(value, dict):
+                return {k: reveal(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [reveal(v) for v in value]
+            if isinstance(value, Path):
+                return str(value.resolve())
+            return value
+
+        dumped = self.model_dump(mode="python")
+        return {f"DIM_{section.upper()}": json.dumps(reveal(values)) for section, values in dumped.items()}
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration as plain data, secrets replaced by '****'."""
+        return _mask(self.model_dump(mode="python"))
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "****" if value.get_secret_value() else ""
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (FastAPI dependency style: override in tests via `Settings(...)`)."""
+    return Settings()
+
+
+def kafka_client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """confluent-kafka configuration shared by every producer and consumer."""
+    conf: dict[str, Any] = {"bootstrap.servers": settings.kafka.bootstrap}
+    conf.update(extra)
+    return conf
+
+
+def kafka_consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, Any]:
+    conf = kafka_client_config(
+        settings,
+        **{
+            "group.id": f"{settings.kafka.group_prefix}-{group}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": settings.kafka.fetch_wait_max_ms,
+            "session.timeout.ms": settings.kafka.session_timeout_ms,
+            "heartbeat.interval.ms": max(500, settings.kafka.session_timeout_ms // 3),
+        },
+    )
+    conf.update(extra)
+    return conf
+
+
+def s3_client(settings: Settings, endpoint: str | None = None, attempts: int = 3, **config: Any):
+    """A boto3 S3 client for the configured endpoint (path-style addressing: works on MinIO/SeaweedFS/AWS)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint or settings.s3.endpoint,
+        aws_access_key_id=settings.s3.access_key,
+        aws_secret_access_key=settings.s3.secret_key.get_secret_value(),
+        region_name=settings.s3.region,
+        config=Config(
+            s3={"addressing_style": "path"},
+            # The mover passes attempts=1 and retries itself (backoff, breaker); other callers get botocore's.
+            retries={"total_max_attempts": attempts, "mode": "standard"},
+            **config,
+        ),
+    )

@@ -1,0 +1,87 @@
+"""The placement catalog: one JSON document per object in the catalog bucket, changed only by compare-and-set.
+
+S3 conditional writes make the commit atomic without another database: a new entry is created with
+`If-None-Match: *`, an update carries `If-Match: <etag of the version we read>`. A writer that lost a race gets
+`PreconditionFailed` (CatalogConflict) and must re-read. The catalog only ever names verified replicas.
+"""
+
+from __future__ import annotations
+
+import time
+
+from botocore.exceptions import ClientError
+
+from dim.config import Settings, s3_client
+from schemas import Placement, Replica
+
+
+class CatalogConflict(RuntimeError):
+    """The entry changed since it was read (or already exists on create)."""
+
+
+def replica_key(bucket: str, key: str) -> str:
+    """Where a replica of (bucket, key) lives inside a location's bucket."""
+    return f"{bucket}/{key}"
+
+
+class PlacementCatalog:
+    def __init__(self, settings: Settings, client=None):
+        self.bucket = settings.s3.catalog_bucket
+        self.s3 = client or s3_client(settings)
+
+    def get(self, bucket: str, key: str) -> tuple[Placement, str] | None:
+        """The entry and its ETag (the CAS token), or None."""
+        try:
+            obj = self.s3.get_object(Bucket=self.bucket, Key=replica_key(bucket, key))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return None
+            raise
+        return Placement.model_validate_json(obj["Body"].read()), obj["ETag"]
+
+    def create(self, placement: Placement) -> str:
+        return self._put(placement, IfNoneMatch="*")
+
+    def compare_and_set(self, placement: Placement, etag: str) -> str:
+        """Write `placement` only if the stored entry still has `etag`; returns the new ETag."""
+        return self._put(placement, IfMatch=etag)
+
+    def _put(self, placement: Placement, **condition) -> str:
+        try:
+            resp = self.s3.put_object(
+                Bucket=self.bucket, Key=replica_key(placement.bucket, placement.key),
+                Body=placement.model_dump_json().encode(), ContentType="application/json", **condition,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise CatalogConflict(f"{placement.bucket}/{placement.key}: catalog entry changed") from exc
+            raise
+        return resp["ETag"]
+
+    def update(self, bucket: str, key: str, change) -> Placement:
+        """Read-modify-write with CAS, retried on conflict: `change(old) -> new` (old may be None)."""
+        for _ in range(20):
+            current = self.get(bucket, key)
+            old, etag = current if current else (None, None)
+            new = change(old)
+            try:
+                if etag is None:
+                    self.create(new)
+                else:
+                    self.compare_and_set(new, etag)
+                return new
+            except CatalogConflict:
+                time.sleep(0.01)
+        raise CatalogConflict(f"{bucket}/{key}: too many concurrent updates")
+
+    def iter_all(self):
+        """Every entry (for reconciliation and tests)."""
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
+        for page in pages:
+            for item in page.get("Contents", []):
+                body = self.s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
+                yield Placement.model_validate_json(body)
+
+
+def new_placement(bucket: str, key: str, replicas: list[Replica], now: float | None = None) -> Placement:
+    return Placement(bucket=bucket, key=key, version=1, replicas=replicas, updated_at=now or time.time())

@@ -1,0 +1,213 @@
+"""Every event and record that crosses a process boundary, defined once.
+
+Each model carries `schema_version` so a consumer can reject (dead-letter) what it does not understand. Times are
+float seconds since the Unix epoch in *event time* (the time the access happened, not when we saw it).
+Bump the version of a model when a field changes meaning; add fields only with defaults.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# S3 limits keys to 1,024 bytes of UTF-8 and bucket names to 63 characters. A replica is stored in its location's
+# bucket under "<bucket>/<key>", so the logical key may use what is left of the 1,024 bytes.
+MAX_BUCKET_CHARS = 63
+MAX_KEY_BYTES = 1024 - MAX_BUCKET_CHARS - 1
+
+
+class _Contract(BaseModel):
+    # Unknown fields are ignored so that a newer producer's additive fields do not break older consumers.
+    model_config = ConfigDict(extra="ignore")
+
+
+class Op(str, Enum):
+    GET = "GET"
+    PUT = "PUT"
+    HEAD = "HEAD"
+    DELETE = "DELETE"
+
+
+class AccessEvent(_Contract):
+    """One access to one object, as emitted by applications to the access topic."""
+
+    schema_version: Literal[1] = 1
+    event_time: float = Field(ge=0, description="when the access happened, Unix seconds")
+    bucket: str = Field(min_length=1, max_length=MAX_BUCKET_CHARS)
+    key: str = Field(min_length=1, max_length=MAX_KEY_BYTES)
+    op: Op
+    bytes: int = Field(ge=0, description="bytes transferred by this request")
+    object_size: int = Field(ge=0, description="size of the object after this request")
+    client_region: str = Field(default="", max_length=64)
+    request_id: str = Field(default="", max_length=128)
+
+    @field_validator("key")
+    @classmethod
+    def _key_fits_s3(cls, key: str) -> str:
+        if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+            raise ValueError(f"key is longer than {MAX_KEY_BYTES} bytes of UTF-8")
+        return key
+
+
+class ObjectHeat(_Contract):
+    """Decayed access heat of one object, evaluated at `as_of` (event time)."""
+
+    schema_version: Literal[1] = 1
+    bucket: str
+    key: str
+    as_of: float
+    # Half-life label (e.g. "1h", "1d", "7d") -> decayed count of reads / writes at `as_of`.
+    read_heat: dict[str, float]
+    write_heat: dict[str, float]
+    reads: int = 0
+    writes: int = 0
+    bytes_read: int = 0
+    size: int = 0
+    first_seen: float
+    last_access: float
+    growing: bool = False
+    p_hot: float | None = None
+    late_events: int = 0
+
+
+class Candidate(_Contract):
+    """An object whose outlook changed: input to the solver."""
+
+    schema_version: Literal[1] = 1
+    bucket: str
+    key: str
+    as_of: float
+    size: int = Field(ge=0)
+    read_heat: dict[str, float]
+    write_heat: dict[str, float]
+    p_hot: float = Field(ge=0, le=1)
+    expected_reads: float = Field(ge=0, description="expected reads over the flow's horizon")
+    horizon_s: float = Field(gt=0)
+    first_seen: float
+    last_access: float
+    growing: bool = False
+    outlook: Literal["hot", "cold", "new", "gone"] = "new"
+    current_locations: list[str] = Field(default_factory=list)
+
+
+class Replica(_Contract):
+    location: str = Field(description="catalogue location id, provider:region:tier")
+    etag: str = ""
+    sha256: str = Field(default="", description="hex SHA-256 of the object's bytes")
+    size: int = Field(default=0, ge=0)
+    created_at: float = 0.0
+    verified_at: float = 0.0
+
+
+class Placement(_Contract):
+    """The catalog entry of one object: where its verified replicas are. Updated by compare-and-set on version."""
+
+    schema_version: Literal[1] = 1
+    bucket: str
+    key: str
+    version: int = Field(ge=0)
+    replicas: list[Replica]
+    updated_at: float
+    deleted: bool = False
+
+    @property
+    def locations(self) -> list[str]:
+        return [r.location for r in self.replicas]
+
+
+class Move(_Contract):
+    """Change one object's replica set from `from_locations` to `to_locations`."""
+
+    move_id: str
+    plan_id: str
+    bucket: str
+    key: str
+    size: int = Field(ge=0)
+    from_locations: list[str]
+    to_locations: list[str]
+    expected_saving_usd: float = 0.0
+    transition_cost_usd: float = 0.0
+    reason: str = ""
+    # The catalog version the plan was made against: the commit is refused if the catalog moved on.
+    expected_version: int | None = None
+
+    @property
+    def added(self) -> list[str]:
+        return [loc for loc in self.to_locations if loc not in self.from_locations]
+
+    @property
+    def dropped(self) -> list[str]:
+        return [loc for loc in self.from_locations if loc not in self.to_locations]
+
+
+class PlacementPlan(_Contract):
+    schema_version: Literal[1] = 1
+    plan_id: str
+    created_at: float
+    method: str = Field(description="milp-highs, milp-cbc, lagrangian, ...")
+    candidates: int = Field(ge=0)
+    objective_usd: float
+    lower_bound_usd: float | None = None
+    gap: float | None = None
+    cost_before_usd_month: float = 0.0
+    cost_after_usd_month: float = 0.0
+    moves: list[Move]
+
+
+class MoveState(str, Enum):
+    PLANNED = "planned"
+    COPYING = "copying"
+    COPIED = "copied"
+    VERIFIED = "verified"
+    COMMITTED = "committed"
+    DELETED = "deleted"  # old replicas removed: the move is complete
+    SKIPPED = "skipped"  # e.g. file_growing, stale plan; may be retried later
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+
+
+TERMINAL_MOVE_STATES = frozenset({MoveState.DELETED, MoveState.SKIPPED, MoveState.FAILED, MoveState.ROLLED_BACK})
+
+
+class MoveEvent(_Contract):
+    """One state transition of one move (journal and move-events topic)."""
+
+    schema_version: Literal[1] = 1
+    move_id: str
+    plan_id: str
+    bucket: str
+    key: str
+    state: MoveState
+    ts: float
+    location: str = Field(default="", description="the replica this step concerns, if one")
+    bytes: int = 0
+    sha256: str = ""
+    attempt: int = 0
+    reason: str = ""
+
+
+class DeadLetter(_Contract):
+    """Input we could not accept, kept with the reason instead of being dropped."""
+
+    schema_version: Literal[1] = 1
+    ts: float
+    source_topic: str
+    partition: int = -1
+    offset: int = -1
+    reason: str
+    payload: str = Field(description="the raw record, truncated to 4 KiB, decoded as UTF-8 with replacement")
+
+
+ALL_MODELS: dict[str, type[BaseModel]] = {
+    "AccessEvent": AccessEvent,
+    "ObjectHeat": ObjectHeat,
+    "Candidate": Candidate,
+    "Placement": Placement,
+    "Replica": Replica,
+    "Move": Move,
+    "PlacementPlan": PlacementPlan,
+    "MoveEvent": MoveEvent,
+    "DeadLetter": DeadLetter,
+}
