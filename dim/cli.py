@@ -1,0 +1,126 @@
+"""`dim`: the command line of Data-in-Motion.
+
+Subcommands live next to the code they drive (flows/cli.py, solver/cli.py, ...) and are imported only when run,
+so `dim --help` stays fast and one stage's dependencies never slow another's start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import click
+
+# name -> (module:attribute, one-line help). The help text is here so `dim --help` needs no imports.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "config": ("dim.cli:config_cmd", "Print the effective configuration (secrets masked)."),
+    "schemas": ("dim.cli:schemas_cmd", "Export the contracts: JSON Schema, ClickHouse DDL, topics."),
+    "up": ("dim.cli:up_cmd", "Start the embedded stack (SeaweedFS S3 + Tansu Kafka) and provision it."),
+    "down": ("dim.cli:down_cmd", "Stop the embedded stack; leaves no process behind."),
+    "status": ("dim.cli:status_cmd", "Report the embedded stack's processes and health."),
+    "replay": ("dim.producers:replay_cmd", "Publish a trace (CSV[.zst] or oracleGeneral) to the access topic."),
+    "generate": ("dim.producers:generate_cmd", "Publish a seeded synthetic workload to the access topic."),
+    "flow": ("flows.cli:flow_cmd", "Run the Bytewax dataflow: decayed heat, p_hot, candidates."),
+    "solve": ("solver.cli:solve_cmd", "Run the placement solver: candidates -> plans."),
+    "move": ("mover.cli:move_cmd", "Run the mover: execute plans against the S3 stores."),
+    "chaos": ("mover.cli:chaos_cmd", "Run the fault-injection S3 proxy."),
+    "api": ("api.cli:api_cmd", "Serve the read-only query API (and ingest the topics into ClickHouse)."),
+    "ingest": ("api.cli:ingest_cmd", "Ingest the topics into the analytics store."),
+    "report": ("api.cli:report_cmd", "Write an HTML report with charts from the analytics store."),
+    "demo": ("dim.demo:demo_cmd", "Start the stack, replay a trace slice and run every stage end to end."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(SUBCOMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in SUBCOMMANDS:
+            return None
+        target, _ = SUBCOMMANDS[name]
+        module, attr = target.split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            @click.command(name, help=SUBCOMMANDS[name][1])
+            def missing():
+                raise click.ClickException(f"'dim {name}' is not available: {exc}")
+
+            return missing
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, help_) for name, (_, help_) in SUBCOMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Data-in-Motion: decide, object by object, where data should live across clouds and storage tiers,
+    and move it there without losing a byte. Defaults run against the embedded stack (`dim up`)."""
+
+
+def settings():
+    from dim.config import get_settings
+
+    return get_settings()
+
+
+@click.command("config")
+def config_cmd():
+    """Print the effective configuration (environment + TOML + defaults), secrets masked."""
+    click.echo(json.dumps(settings().masked(), indent=2, default=str))
+
+
+@click.group("schemas")
+def schemas_cmd():
+    """The data contracts."""
+
+
+@schemas_cmd.command("export")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+def schemas_export(out_dir: Path):
+    """Write JSON Schema for every model, the ClickHouse DDL and the topic list into OUT_DIR."""
+    from schemas.export import export
+
+    for path in export(out_dir, settings().clickhouse.database):
+        click.echo(str(path))
+
+
+@click.command("up")
+def up_cmd():
+    """Start SeaweedFS and Tansu under a supervisor, wait until healthy, create topics and buckets."""
+    from dim import stack
+
+    try:
+        click.echo(json.dumps(stack.up(settings()), indent=2))
+    except stack.StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.command("down")
+def down_cmd():
+    """Stop the embedded stack."""
+    from dim import stack
+
+    if not stack.down(settings()):
+        raise click.ClickException("some stack processes could not be stopped")
+    click.echo("stopped")
+
+
+@click.command("status")
+def status_cmd():
+    """Health of the embedded stack (exit 1 when unhealthy)."""
+    from dim import stack
+
+    st = stack.status(settings())
+    click.echo(json.dumps(st, indent=2))
+    if not (st["s3"]["healthy"] and st["kafka"]["healthy"]):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
