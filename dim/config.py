@@ -43,7 +43,7 @@ class S3Settings(BaseModel):
     # Bucket holding the placement catalog: one JSON document per object, updated by compare-and-set (If-Match).
     catalog_bucket: str = "dim-catalog"
     # Cap on the bytes created per object by producers (real bytes, scaled size, capped so demos stay small).
-    max_object_bytes: int = 256 * 1024
+    max_object_bytes: int = 64 * 1024
 
 
 class KafkaSettings(BaseModel):
