@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "up": ("dim.cli:up_cmd", "Start the embedded stack (SeaweedFS S3 + Tansu Kafka) and provision it."),
     "down": ("dim.cli:down_cmd", "Stop the embedded stack; leaves no process behind."),
     "status": ("dim.cli:status_cmd", "Report the embedded stack's processes and health."),
+    "provision": ("dim.cli:provision_cmd", "Create topics, buckets and ClickHouse tables on configured services."),
     "replay": ("dim.producers:replay_cmd", "Publish a trace (CSV[.zst] or oracleGeneral) to the access topic."),
     "generate": ("dim.producers:generate_cmd", "Publish a seeded synthetic workload to the access topic."),
     "flow": ("flows.cli:flow_cmd", "Run the Bytewax dataflow: decayed heat, p_hot, candidates."),
@@ -120,6 +121,24 @@ def status_cmd():
     click.echo(json.dumps(st, indent=2))
     if not (st["s3"]["healthy"] and st["kafka"]["healthy"]):
         sys.exit(1)
+
+
+@click.command("provision")
+@click.option("--analytics/--no-analytics", default=True, help="Also apply the ClickHouse migrations.")
+def provision_cmd(analytics: bool):
+    """Idempotently create the topics, one bucket per catalogue location, the catalog bucket and (optionally) the
+    analytics tables on the configured services (a server deployment; `dim up` does this for the embedded one)."""
+    from dim import stack
+
+    s = settings()
+    stack.ensure_buckets(s, [s.s3.catalog_bucket, *stack.location_buckets(s)])
+    stack.ensure_topics(s)
+    if analytics:
+        from api.store import open_store
+
+        with open_store(s) as store:
+            store.migrate()
+    click.echo("provisioned")
 
 
 if __name__ == "__main__":
