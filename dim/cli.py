@@ -134,9 +134,9 @@ def provision_cmd(analytics: bool):
     stack.ensure_buckets(s, [s.s3.catalog_bucket, *stack.location_buckets(s)])
     stack.ensure_topics(s)
     if analytics:
-        from api.store import open_store
+        from api.store import AnalyticsStore
 
-        with open_store(s) as store:
+        with AnalyticsStore.open(s) as store:
             store.migrate()
     click.echo("provisioned")
 
