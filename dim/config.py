@@ -143,6 +143,31 @@ class Settings(BaseSettings):
         settings_cls: type[BaseSettings],
         init_settings: PydanticBaseSettingsSource,
         env_settings: PydanticBaseSettingsSource,
+    # Each mover process owns one journal file (flock'd): give parallel movers on one host distinct instances.
+    instance: str = "0"
+    journal_fsync: bool = True
+    # location id (or provider, e.g. "gcp") -> S3 endpoint URL; unset ones use s3.endpoint. Locations on the
+    # same endpoint are copied server-side; across endpoints the bytes are streamed through the mover.
+    endpoints: dict[str, str] = Field(default_factory=dict)
+    # A source modified less than this long ago is skipped as file_growing (0 = only catalog/during-copy checks).
+    growing_window_s: float = 0.0
+    # Parts of one streamed copy in flight, and the process-wide cap on buffered part bytes (bounded memory).
+    part_concurrency: int = 4
+    max_buffer_bytes: int = 128 * 1024 * 1024
+    # Server-side copies above this size use UploadPartCopy in parts of copy_part_size.
+    multipart_copy_threshold: int = 256 * 1024 * 1024
+    copy_part_size: int = 64 * 1024 * 1024
+    read_timeout_s: float = 60.0
+    # Per endpoint: requests in flight, bytes/s (0 = unlimited), breaker opens after N consecutive failures.
+    endpoint_concurrency: int = 32
+    bandwidth_bytes_s: float = 0.0
+    breaker_threshold: int = 8
+    breaker_cooldown_s: float = 1.0
+    # Restores out of archive tiers: poll with backoff up to this long.
+    restore_poll_base_s: float = 0.2
+    restore_timeout_s: float = 3600.0
+    # Multipart uploads older than this found at start-up are crash leftovers and are aborted.
+    stale_upload_s: float = 3600.0
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:

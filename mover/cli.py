@@ -1,0 +1,64 @@
+"""`dim move` and `dim chaos`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+def _settings():
+    from dim.config import get_settings
+
+    return get_settings()
+
+
+@click.command("move")
+@click.option("--until-run", default=None, help="Stop after this run's end markers on every partition of the moves topic.")
+@click.option("--plan-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Execute the moves of one PlacementPlan JSON file instead of consuming the topic.")
+@click.option("--idle-timeout", type=float, default=None, help="Stop after this many seconds without moves.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar with bytes/s.")
+def move_cmd(until_run: str | None, plan_file: Path | None, idle_timeout: float | None, progress: bool):
+    """Run the mover: copy, verify, commit, delete; prints a JSON summary."""
+    from tqdm import tqdm
+
+    from mover.service import run_mover, run_plan
+    from schemas import PlacementPlan
+
+    settings = _settings()
+    total = None
+    plan = None
+    if plan_file is not None:
+        try:
+            plan = PlacementPlan.model_validate_json(plan_file.read_bytes())
+        except ValueError as exc:
+            raise click.ClickException(f"{plan_file} is not a PlacementPlan: {exc}") from exc
+        total = sum(m.size * max(1, len(m.added)) for m in plan.moves)
+    bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="moving", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    try:
+        if plan is not None:
+            summary = run_plan(settings, plan, on_bytes=bar.update)
+        else:
+            summary = run_mover(settings, until_run=until_run, idle_timeout_s=idle_timeout, on_bytes=bar.update)
+    finally:
+        bar.close()
+    click.echo(json.dumps(summary))
+
+
+@click.command("chaos")
+@click.option("--listen", default="127.0.0.1:0", help="host:port to listen on (port 0 = any free port).")
+@click.option("--upstream", default=None, help="S3 endpoint to forward to (default: s3.endpoint).")
+@click.option("--config", "config_json", default="{}",
+              help='Fault rates as JSON, e.g. {"rate_429":0.05,"rate_503":0.05,"rate_500":0.02,'
+                   '"latency_ms":20,"drop_rate":0.02,"truncate_rate":0.02,"seed":1}.')
+def chaos_cmd(listen: str, upstream: str | None, config_json: str):
+    """Run the fault-injection S3 proxy in the foreground (prints its URL)."""
+    from mover.chaos import ChaosConfig, serve_forever
+
+    host, _, port = listen.rpartition(":")
+    cfg = ChaosConfig.model_validate_json(config_json)
+    serve_forever(host or "127.0.0.1", int(port or 0), upstream or _settings().s3.endpoint, cfg)

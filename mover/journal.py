@@ -1,0 +1,165 @@
+"""MoveJournal: the mover's durable, local, append-only record of every move step.
+
+One JSON line per step, written and fsync'd *before* the mover acts on it being recorded, in
+`<journal_dir>/moves-<instance>.jsonl`. The file is locked (flock) by the one mover process that owns it, so two
+movers never recover each other's moves. Each step is also published to the move-events topic (key = object
+key) for the analytics side; the journal, not the topic, is what recovery trusts.
+
+Line format: {"event": MoveEvent, "move": Move | null, "base_version": int | null}. The `planned` line carries
+the whole Move and the catalog version it was checked against, so recovery can finish a move without Kafka
+redelivering it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from dim.config import Settings
+from schemas import TERMINAL_MOVE_STATES, Move, MoveEvent, topics
+
+log = logging.getLogger(__name__)
+
+
+class JournalLocked(RuntimeError):
+    pass
+
+
+@dataclass
+class JournalEntry:
+    """Everything the journal knows about one move."""
+
+    move: Move | None = None
+    base_version: int | None = None
+    events: list[MoveEvent] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return any(e.state in TERMINAL_MOVE_STATES for e in self.events)
+
+
+class MoveJournal:
+    def __init__(self, settings: Settings, producer=None, instance: str | None = None, fsync: bool | None = None):
+        self.dir = Path(settings.journal_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = instance or settings.mover.instance
+        self.path = self.dir / f"moves-{name}.jsonl"
+        self.fsync = settings.mover.journal_fsync if fsync is None else fsync
+        self.producer = producer
+        self._lock = threading.Lock()
+        self._lockfile = open(self.dir / f"moves-{name}.lock", "w")  # noqa: SIM115 - held for our lifetime
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._lockfile.close()
+            raise JournalLocked(f"journal {self.path} is in use by another mover process "
+                                f"(give each mover its own DIM_MOVER__INSTANCE)") from exc
+        self.entries: dict[str, JournalEntry] = self._load()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _load(self) -> dict[str, JournalEntry]:
+        entries: dict[str, JournalEntry] = {}
+        if not self.path.exists():
+            return entries
+        with open(self.path, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                try:
+                    rec = json.loads(raw)
+                    ev = MoveEvent.model_validate(rec["event"])
+                    move = Move.model_validate(rec["move"]) if rec.get("move") else None
+                except (ValueError, KeyError, TypeError, ValidationError):
+                    # Only the last line can be torn (a crash mid-write); anything else is worth a warning.
+                    log.warning("journal %s line %d unreadable; skipped", self.path, n)
+                    continue
+                entry = entries.setdefault(ev.move_id, JournalEntry())
+                if move is not None:
+                    entry.move, entry.base_version = move, rec.get("base_version")
+                entry.events.append(ev)
+        return entries
+
+    def append(self, event: MoveEvent, move: Move | None = None, base_version: int | None = None,
+               durable: bool = True) -> None:
+        """Record one step durably, then publish it. `durable=False` is for progress reports only."""
+        line = json.dumps({"event": event.model_dump(mode="json"),
+                           "move": move.model_dump(mode="json") if move else None,
+                           "base_version": base_version}, separators=(",", ":")) + "\n"
+        with self._lock:
+            if durable:
+                os.write(self._fd, line.encode())
+                if self.fsync:
+                    os.fsync(self._fd)
+                entry = self.entries.setdefault(event.move_id, JournalEntry())
+                if move is not None:
+                    entry.move, entry.base_version = move, base_version
+                entry.events.append(event)
+        self.publish(event)
+
+    def publish(self, event: MoveEvent) -> None:
+        if self.producer is None:
+            return
+        payload = event.model_dump_json().encode()
+        key = topics.object_key(event.bucket, event.key)
+        while True:
+            try:
+                self.producer.produce(topics.MOVE_EVENTS, value=payload, key=key)
+                break
+            except BufferError:  # local queue full: let it drain
+                self.producer.poll(0.1)
+        self.producer.poll(0)
+
+    def entry(self, move_id: str) -> JournalEntry | None:
+        return self.entries.get(move_id)
+
+    def unfinished(self) -> list[JournalEntry]:
+        return [e for e in self.entries.values() if not e.finished and e.move is not None]
+
+    def compact(self) -> int:
+        """Rewrite the file without finished moves (atomic rename); returns the number of moves dropped."""
+        with self._lock:
+            keep = {mid: e for mid, e in self.entries.items() if not e.finished}
+            dropped = len(self.entries) - len(keep)
+            if not dropped:
+                return 0
+            tmp = self.path.with_suffix(".tmp")
+            with open(tmp, "w") as f:
+                for e in keep.values():
+                    for i, ev in enumerate(e.events):
+                        first = i == 0
+                        f.write(json.dumps({"event": ev.model_dump(mode="json"),
+                                            "move": e.move.model_dump(mode="json") if first and e.move else None,
+                                            "base_version": e.base_version if first else None}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            os.close(self._fd)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            dir_fd = os.open(self.dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            self.entries = keep
+            return dropped
+
+    def close(self) -> None:
+        if self.producer is not None:
+            self.producer.flush(30)
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+        fcntl.flock(self._lockfile, fcntl.LOCK_UN)
+        self._lockfile.close()
+
+    def __enter__(self) -> MoveJournal:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

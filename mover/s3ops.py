@@ -1,0 +1,420 @@
+"""The S3 adapter of the mover: copy a replica between location buckets, verify it, delete it.
+
+Every request goes through `ReplicaStore.call`: per-endpoint concurrency slots, a bandwidth token bucket, a
+circuit breaker, and retries with exponential backoff and full jitter on throttling / transient errors
+(boto3's own retries are off). Permanent errors (403, 404, validation) raise `PermanentError` at once.
+
+Copy paths:
+* source and target on the same endpoint: server-side CopyObject (UploadPartCopy above a size threshold),
+  conditional on the source ETag so an object that changes under us fails as `SourceChanged`;
+* different endpoints: ranged GETs (If-Match the source ETag) streamed into a multipart upload, several parts in
+  flight, with a process-wide cap on buffered bytes; SHA-256 and the multipart ETag are computed on the way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+from dim.config import Settings, s3_client
+from mover.limits import EndpointGuard
+from mover.retry import ErrorKind, backoff_s, classify, error_reason
+from solver.catalogue import load_catalogue
+
+log = logging.getLogger(__name__)
+
+SHA256_META = "sha256"  # x-amz-meta-sha256 on every replica we write
+
+
+class MoveError(Exception):
+    """A step of a move could not be done; `reason` goes into the MoveEvent."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PermanentError(MoveError):
+    pass
+
+
+class RetriesExhausted(MoveError):
+    pass
+
+
+class SourceChanged(MoveError):
+    """The source object is not the one we started copying (precondition failed): file_growing."""
+
+
+class VerificationFailed(MoveError):
+    pass
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    etag: str
+    last_modified: float
+    sha256: str = ""
+    storage_class: str = ""
+    restore: str | None = None
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    size: int
+    etag: str
+    sha256: str  # computed from the bytes streamed; "" for a server-side copy (verify reads it back)
+    server_side: bool
+    parts: int = 1
+
+
+def _etag(value: str) -> str:
+    return value.strip('"')
+
+
+def multipart_etag(part_md5s: list[bytes]) -> str:
+    """The ETag S3 gives a multipart object: md5 of the parts' md5 digests, '-', part count."""
+    return f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"
+
+
+class ReplicaStore:
+    def __init__(self, settings: Settings, catalogue=None, sleep: Callable[[float], None] = time.sleep):
+        self.settings = settings
+        self.m = settings.mover
+        self.catalogue = catalogue or load_catalogue(settings.solver.catalogue_path)
+        self.sleep = sleep
+        self._clients: dict[str, object] = {}
+        self._guards: dict[str, EndpointGuard] = {}
+        self._lock = threading.Lock()
+        # Bounded memory: a streamed copy may only hold this many parts in memory, across all moves.
+        self.buffer_slots = threading.BoundedSemaphore(max(1, self.m.max_buffer_bytes // self.m.part_size))
+        self.stats: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------------------------- topology
+
+    def endpoint(self, location: str) -> str:
+        eps = self.m.endpoints
+        return eps.get(location) or eps.get(location.split(":")[0]) or self.settings.s3.endpoint
+
+    def bucket(self, location: str) -> str:
+        return self.catalogue.location(location).bucket
+
+    def is_archive(self, location: str) -> bool:
+        return self.catalogue.location(location).archive
+
+    def same_endpoint(self, a: str, b: str) -> bool:
+        return self.endpoint(a) == self.endpoint(b)
+
+    def client(self, endpoint: str):
+        with self._lock:
+            c = self._clients.get(endpoint)
+            if c is None:
+                pool = self.m.concurrency * (self.m.part_concurrency + 1) + 8
+                c = s3_client(self.settings, endpoint=endpoint, attempts=1, max_pool_connections=pool,
+                              connect_timeout=5, read_timeout=self.m.read_timeout_s)
+                self._clients[endpoint] = c
+            return c
+
+    def guard(self, endpoint: str) -> EndpointGuard:
+        with self._lock:
+            g = self._guards.get(endpoint)
+            if g is None:
+                g = EndpointGuard(self.m.endpoint_concurrency, self.m.bandwidth_bytes_s,
+                                  self.m.breaker_threshold, self.m.breaker_cooldown_s)
+                self._guards[endpoint] = g
+            return g
+
+    # ------------------------------------------------------------------------------------- resilient call
+
+    def call(self, endpoint: str, what: str, fn: Callable[[object], object], nbytes: int = 0):
+        """Run `fn(client)` against `endpoint` with limits, breaker and retries. Precondition failures raise
+        SourceChanged, permanent errors PermanentError, exhausted retries RetriesExhausted."""
+        guard = self.guard(endpoint)
+        client = self.client(endpoint)
+        last: BaseException | None = None
+        for attempt in range(self.m.max_attempts):
+            while (wait := guard.breaker.wait_s()) > 0:
+                self.stats["breaker_waits"] += 1
+                self.sleep(wait)
+            with guard.slots:
+                if nbytes:
+                    guard.bandwidth.acquire(nbytes)
+                try:
+                    result = fn(client)
+                except Exception as exc:
+                    kind = classify(exc)
+                    if kind is ErrorKind.RETRY:
+                        guard.breaker.failure()
+                        last = exc
+                        self.stats["retries"] += 1
+                    else:
+                        guard.breaker.success()  # the endpoint answered sensibly
+                        if kind is ErrorKind.PRECONDITION:
+                            raise SourceChanged(f"{what}: {error_reason(exc)}") from exc
+                        raise PermanentError(f"{what}: {error_reason(exc)}") from exc
+                else:
+                    guard.breaker.success()
+                    return result
+            self.sleep(backoff_s(attempt, self.m.backoff_base_s, self.m.backoff_max_s))
+        raise RetriesExhausted(f"{what}: gave up after {self.m.max_attempts} attempts: {error_reason(last)}")
+
+    # ------------------------------------------------------------------------------------- single objects
+
+    def head(self, location: str, key: str) -> ObjectInfo | None:
+        bucket = self.bucket(location)
+
+        def fn(c):
+            try:
+                return c.head_object(Bucket=bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                    return None
+                raise
+
+        h = self.call(self.endpoint(location), f"HEAD {bucket}/{key}", fn)
+        if h is None:
+            return None
+        return ObjectInfo(size=h["ContentLength"], etag=_etag(h["ETag"]), last_modified=h["LastModified"].timestamp(),
+                          sha256=h.get("Metadata", {}).get(SHA256_META, ""), storage_class=h.get("StorageClass", ""),
+                          restore=h.get("Restore"))
+
+    def put(self, location: str, key: str, data: bytes, sha256: str | None = None) -> ObjectInfo:
+        """Write a whole replica (seeding); the SHA-256 goes into the object's metadata."""
+        bucket = self.bucket(location)
+        sha = sha256 or hashlib.sha256(data).hexdigest()
+        resp = self.call(self.endpoint(location), f"PUT {bucket}/{key}",
+                         lambda c: c.put_object(Bucket=bucket, Key=key, Body=data, Metadata={SHA256_META: sha}),
+                         nbytes=len(data))
+        etag = _etag(resp["ETag"])
+        if etag != hashlib.md5(data).hexdigest():
+            raise VerificationFailed(f"PUT {bucket}/{key}: ETag {etag} is not the MD5 of the bytes sent")
+        return ObjectInfo(size=len(data), etag=etag, last_modified=time.time(), sha256=sha)
+
+    def delete(self, location: str, key: str) -> None:
+        bucket = self.bucket(location)
+        self.call(self.endpoint(location), f"DELETE {bucket}/{key}",
+                  lambda c: c.delete_object(Bucket=bucket, Key=key))
+
+    def read_range(self, location: str, key: str, start: int, end: int, if_match: str | None = None) -> bytes:
+        """Bytes [start, end] (inclusive) read completely; a short or cut body is retried."""
+        bucket = self.bucket(location)
+        want = end - start + 1
+
+        def fn(c):
+            kw = {"IfMatch": f'"{if_match}"'} if if_match else {}
+            body = c.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}", **kw)["Body"]
+            try:
+                data = body.read()
+            finally:
+                body.close()
+            if len(data) != want:
+                raise ConnectionError(f"short read: {len(data)} of {want} bytes")
+            return data
+
+        return self.call(self.endpoint(location), f"GET {bucket}/{key} [{start}-{end}]", fn, nbytes=want)
+
+    def read_sha256(self, location: str, key: str, size: int,
+                    progress: Callable[[int], None] | None = None) -> str:
+        """SHA-256 of a replica as stored, read back in parts (verification of a server-side copy)."""
+        h = hashlib.sha256()
+        step = self.m.part_size
+        for start in range(0, size, step):
+            end = min(size, start + step) - 1
+            with self.buffer_slots:
+                h.update(self.read_range(location, key, start, end))
+            if progress:
+                progress(end - start + 1)
+        return h.hexdigest()
+
+    # ------------------------------------------------------------------------------------- copy
+
+    def copy(self, src_loc: str, dst_loc: str, key: str, source: ObjectInfo, sha256: str,
+             progress: Callable[[int], None] | None = None) -> CopyResult:
+        """Copy replica `key` from `src_loc` to `dst_loc`. `source` is the HEAD taken before the copy (its ETag
+        guards every read); `sha256` is the expected digest, written into the target's metadata."""
+        if self.same_endpoint(src_loc, dst_loc):
+            if source.size > self.m.multipart_copy_threshold:
+                return self._multipart_server_copy(src_loc, dst_loc, key, source, sha256, progress)
+            return self._server_copy(src_loc, dst_loc, key, source, progress)
+        if source.size <= self.m.part_size:
+            return self._stream_small(src_loc, dst_loc, key, source, sha256, progress)
+        return self._stream_multipart(src_loc, dst_loc, key, source, sha256, progress)
+
+    def _server_copy(self, src_loc, dst_loc, key, source, progress) -> CopyResult:
+        sb, db = self.bucket(src_loc), self.bucket(dst_loc)
+        resp = self.call(self.endpoint(dst_loc), f"COPY {sb}/{key} -> {db}",
+                         lambda c: c.copy_object(Bucket=db, Key=key, CopySource={"Bucket": sb, "Key": key},
+                                                 CopySourceIfMatch=f'"{source.etag}"'))
+        self.stats["server_copies"] += 1
+        if progress:
+            progress(source.size)
+        return CopyResult(source.size, _etag(resp["CopyObjectResult"]["ETag"]), "", server_side=True)
+
+    def _multipart_server_copy(self, src_loc, dst_loc, key, source, sha256, progress) -> CopyResult:
+        sb, db = self.bucket(src_loc), self.bucket(dst_loc)
+        ep = self.endpoint(dst_loc)
+        upload = self.call(ep, f"CREATE-MPU {db}/{key}", lambda c: c.create_multipart_upload(
+            Bucket=db, Key=key, Metadata={SHA256_META: sha256}))["UploadId"]
+        step = self.m.copy_part_size
+        ranges = [(i + 1, s, min(source.size, s + step) - 1) for i, s in enumerate(range(0, source.size, step))]
+
+        def part(n, s, e):
+            r = self.call(ep, f"UPLOAD-PART-COPY {db}/{key} #{n}", lambda c: c.upload_part_copy(
+                Bucket=db, Key=key, UploadId=upload, PartNumber=n, CopySource={"Bucket": sb, "Key": key},
+                CopySourceRange=f"bytes={s}-{e}", CopySourceIfMatch=f'"{source.etag}"'))
+            if progress:
+                progress(e - s + 1)
+            return {"PartNumber": n, "ETag": r["CopyPartResult"]["ETag"]}
+
+        try:
+            with ThreadPoolExecutor(self.m.part_concurrency) as pool:
+                parts = list(pool.map(lambda r: part(*r), ranges))
+            resp = self.call(ep, f"COMPLETE-MPU {db}/{key}", lambda c: c.complete_multipart_upload(
+                Bucket=db, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}))
+        except BaseException:
+            self._abort(dst_loc, key, upload)
+            raise
+        self.stats["server_copies"] += 1
+        return CopyResult(source.size, _etag(resp["ETag"]), "", server_side=True, parts=len(parts))
+
+    def _stream_small(self, src_loc, dst_loc, key, source, sha256, progress) -> CopyResult:
+        with self.buffer_slots:
+            data = self.read_range(src_loc, key, 0, source.size - 1, if_match=source.etag) if source.size else b""
+            digest = hashlib.sha256(data).hexdigest()
+            db = self.bucket(dst_loc)
+            resp = self.call(self.endpoint(dst_loc), f"PUT {db}/{key}", lambda c: c.put_object(
+                Bucket=db, Key=key, Body=data, Metadata={SHA256_META: sha256}), nbytes=len(data))
+            md5 = hashlib.md5(data).hexdigest()
+        if _etag(resp["ETag"]) != md5:
+            raise VerificationFailed(f"PUT {db}/{key}: stored ETag {resp['ETag']} != MD5 of the bytes sent {md5}")
+        self.stats["streamed_copies"] += 1
+        if progress:
+            progress(source.size)
+        return CopyResult(source.size, md5, digest, server_side=False)
+
+    def _stream_multipart(self, src_loc, dst_loc, key, source, sha256, progress) -> CopyResult:
+        db = self.bucket(dst_loc)
+        ep = self.endpoint(dst_loc)
+        step = self.m.part_size
+        ranges = [(i + 1, s, min(source.size, s + step) - 1) for i, s in enumerate(range(0, source.size, step))]
+        upload = self.call(ep, f"CREATE-MPU {db}/{key}", lambda c: c.create_multipart_upload(
+            Bucket=db, Key=key, Metadata={SHA256_META: sha256}))["UploadId"]
+        window = max(1, self.m.part_concurrency)
+        sha = hashlib.sha256()
+        md5s: list[bytes] = []
+        parts: list[dict] = []
+        reads: dict[int, Future] = {}
+        uploads: list[Future] = []
+
+        def upload_part(n: int, data: bytes) -> dict:
+            try:
+                r = self.call(ep, f"UPLOAD-PART {db}/{key} #{n}", lambda c: c.upload_part(
+                    Bucket=db, Key=key, UploadId=upload, PartNumber=n, Body=data), nbytes=len(data))
+            finally:
+                self.buffer_slots.release()
+            if progress:
+                progress(len(data))
+            return {"PartNumber": n, "ETag": r["ETag"]}
+
+        def read_part(s: int, e: int) -> bytes:
+            try:
+                return self.read_range(src_loc, key, s, e, if_match=source.etag)
+            except BaseException:
+                self.buffer_slots.release()
+                raise
+
+        pool = ThreadPoolExecutor(2 * window)
+        try:
+            submitted = 0
+            for i, (n, s, e) in enumerate(ranges):
+                # Keep `window` reads ahead; each holds one buffer slot until its upload is done.
+                while submitted < len(ranges) and submitted < i + window:
+                    _, ss, ee = ranges[submitted]
+                    self.buffer_slots.acquire()
+                    reads[submitted] = pool.submit(read_part, ss, ee)
+                    submitted += 1
+                data = reads.pop(i).result()
+                sha.update(data)  # in order: the digest of the whole object
+                md5s.append(hashlib.md5(data).digest())
+                uploads.append(pool.submit(upload_part, n, data))
+                del data
+                for f in uploads:  # fail fast if an upload already failed
+                    if f.done() and f.exception():
+                        raise f.exception()
+            parts = [f.result() for f in uploads]
+            resp = self.call(ep, f"COMPLETE-MPU {db}/{key}", lambda c: c.complete_multipart_upload(
+                Bucket=db, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}))
+        except BaseException:
+            # Give back the buffer slots of parts that will never be uploaded, then abort the upload.
+            for f in [*reads.values(), *uploads]:
+                if f.cancel():
+                    self.buffer_slots.release()
+            pool.shutdown(wait=True)
+            for f in reads.values():
+                if not f.cancelled() and f.exception() is None:
+                    self.buffer_slots.release()
+            self._abort(dst_loc, key, upload)
+            raise
+        finally:
+            pool.shutdown(wait=True)
+        expected = multipart_etag(md5s)
+        if _etag(resp["ETag"]) != expected:
+            raise VerificationFailed(f"{db}/{key}: multipart ETag {resp['ETag']} != {expected} of the parts sent")
+        self.stats["streamed_copies"] += 1
+        return CopyResult(source.size, expected, sha.hexdigest(), server_side=False, parts=len(parts))
+
+    # ------------------------------------------------------------------------------------- multipart hygiene
+
+    def _abort(self, location: str, key: str, upload_id: str) -> None:
+        bucket = self.bucket(location)
+        try:
+            self.call(self.endpoint(location), f"ABORT-MPU {bucket}/{key}", lambda c: c.abort_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id))
+        except MoveError as exc:  # recovery's sweep will find it again
+            log.warning("could not abort upload %s of %s/%s: %s", upload_id, bucket, key, exc.reason)
+
+    def open_uploads(self, location: str, prefix: str = "") -> list[dict]:
+        bucket = self.bucket(location)
+        out: list[dict] = []
+        marker: dict = {}
+        while True:
+            resp = self.call(self.endpoint(location), f"LIST-MPU {bucket}", lambda c, mk=marker: c.list_multipart_uploads(
+                Bucket=bucket, Prefix=prefix, **mk))
+            out.extend(resp.get("Uploads", []) or [])
+            if not resp.get("IsTruncated"):
+                return out
+            marker = {"KeyMarker": resp["NextKeyMarker"], "UploadIdMarker": resp["NextUploadIdMarker"]}
+
+    def abort_uploads(self, location: str, key: str) -> int:
+        """Abort every open multipart upload of exactly `key` (the owner of the object is the only writer)."""
+        n = 0
+        for up in self.open_uploads(location, prefix=key):
+            if up["Key"] == key:
+                self._abort(location, key, up["UploadId"])
+                n += 1
+        return n
+
+    def abort_stale_uploads(self, older_than_s: float, locations: list[str] | None = None) -> int:
+        """Abort uploads started more than `older_than_s` ago in every location bucket (crash leftovers)."""
+        n = 0
+        now = time.time()
+        seen: set[tuple[str, str]] = set()
+        for loc in locations or [l.id for l in self.catalogue.locations]:
+            ident = (self.endpoint(loc), self.bucket(loc))
+            if ident in seen:
+                continue
+            seen.add(ident)
+            for up in self.open_uploads(loc):
+                if now - up["Initiated"].timestamp() >= older_than_s:
+                    self._abort(loc, up["Key"], up["UploadId"])
+                    n += 1
+        return n
