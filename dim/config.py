@@ -77,9 +77,29 @@ class FlowSettings(BaseModel):
     hot_threshold: float = 0.6
     cold_threshold: float = 0.2
     growing_window_s: float = 3600.0
+    # Bytewax epoch length (wall seconds): recovery snapshots are taken at every epoch end.
     snapshot_interval_s: float = 30.0
     recovery_dir: Path | None = None  # default: <stack.data_dir>/recovery
     workers: int = 1
+    # Event-time cadences of the flow (docs/flows.md): an object is evaluated (p_hot, hysteresis) at most once per
+    # eval_interval_s; "hot" objects are re-evaluated every sweep_interval_s so idle ones cool; ObjectHeat
+    # snapshots of touched objects go to the heat topic every heat_interval_s.
+    eval_interval_s: float = 3600.0
+    sweep_interval_s: float = 6 * 3600.0
+    heat_interval_s: float = 3600.0
+    # Max records the source hands to the flow per poll of one partition.
+    source_batch_size: int = 5000
+
+
+class SolverPolicy(BaseModel):
+    """Per-prefix placement policy, always honoured. `prefix` matches "<bucket>/<key>"; the longest match wins."""
+
+    prefix: str
+    allowed_providers: list[str] | None = None
+    allowed_regions: list[str] | None = None  # provider:region, or bare region names
+    pinned_tier: str | None = None  # a tier name ("glacier-ir") or a tier class ("hot", "cool", "cold", "archive")
+    min_replication_factor: int | None = None
+    allow_archive: bool = True  # False: the data may not wait hours for a restore
 
 
 class SolverSettings(BaseModel):
@@ -95,6 +115,24 @@ class SolverSettings(BaseModel):
     initial_locations: list[str] = Field(
         default_factory=lambda: ["aws:us-east-1:standard", "gcp:us-east1:standard"]
     )
+    policies: list[SolverPolicy] = Field(default_factory=list)
+    # Replicas per provider when provider_diversity is on (raised automatically when RF exceeds the providers).
+    max_replicas_per_provider: int = 1
+    # The SLA applies to objects expecting more than this many reads over the horizon.
+    sla_min_reads: float = 1.0
+    # Archive tiers only for objects expecting at most this many reads over the horizon.
+    archive_max_reads: float = 0.05
+    # A move must improve the model's objective by at least this much (dollars over the horizon).
+    min_net_saving_usd: float = 1e-6
+    # Coupling constraints of one cycle. capacity: location id -> bytes available to the batch's objects.
+    capacity_bytes: dict[str, int] = Field(default_factory=dict)
+    move_budget_bytes: int | None = None
+    move_budget_usd: float | None = None  # transition dollars (egress + retrieval + PUTs + early deletion)
+    # Method by size: the exact MILP up to this many objects, the Lagrangian decomposition above.
+    milp_max_objects: int = 2_000
+    milp_backend: Literal["highs", "cbc"] = "highs"
+    milp_time_limit_s: float = 60.0
+    milp_rel_gap: float = 1e-6
 
 
 class MoverSettings(BaseModel):
@@ -105,6 +143,31 @@ class MoverSettings(BaseModel):
     part_size: int = 8 * 1024 * 1024
     journal_dir: Path | None = None  # default: <stack.data_dir>/journal
     dry_run: bool = False
+    # Each mover process owns one journal file (flock'd): give parallel movers on one host distinct instances.
+    instance: str = "0"
+    journal_fsync: bool = True
+    # location id (or provider, e.g. "gcp") -> S3 endpoint URL; unset ones use s3.endpoint. Locations on the
+    # same endpoint are copied server-side; across endpoints the bytes are streamed through the mover.
+    endpoints: dict[str, str] = Field(default_factory=dict)
+    # A source modified less than this long ago is skipped as file_growing (0 = only catalog/during-copy checks).
+    growing_window_s: float = 0.0
+    # Parts of one streamed copy in flight, and the process-wide cap on buffered part bytes (bounded memory).
+    part_concurrency: int = 4
+    max_buffer_bytes: int = 128 * 1024 * 1024
+    # Server-side copies above this size use UploadPartCopy in parts of copy_part_size.
+    multipart_copy_threshold: int = 256 * 1024 * 1024
+    copy_part_size: int = 64 * 1024 * 1024
+    read_timeout_s: float = 60.0
+    # Per endpoint: requests in flight, bytes/s (0 = unlimited), breaker opens after N consecutive failures.
+    endpoint_concurrency: int = 32
+    bandwidth_bytes_s: float = 0.0
+    breaker_threshold: int = 8
+    breaker_cooldown_s: float = 1.0
+    # Restores out of archive tiers: poll with backoff up to this long.
+    restore_poll_base_s: float = 0.2
+    restore_timeout_s: float = 3600.0
+    # Multipart uploads older than this found at start-up are crash leftovers and are aborted.
+    stale_upload_s: float = 3600.0
 
 
 class ApiSettings(BaseModel):
@@ -143,31 +206,6 @@ class Settings(BaseSettings):
         settings_cls: type[BaseSettings],
         init_settings: PydanticBaseSettingsSource,
         env_settings: PydanticBaseSettingsSource,
-    # Each mover process owns one journal file (flock'd): give parallel movers on one host distinct instances.
-    instance: str = "0"
-    journal_fsync: bool = True
-    # location id (or provider, e.g. "gcp") -> S3 endpoint URL; unset ones use s3.endpoint. Locations on the
-    # same endpoint are copied server-side; across endpoints the bytes are streamed through the mover.
-    endpoints: dict[str, str] = Field(default_factory=dict)
-    # A source modified less than this long ago is skipped as file_growing (0 = only catalog/during-copy checks).
-    growing_window_s: float = 0.0
-    # Parts of one streamed copy in flight, and the process-wide cap on buffered part bytes (bounded memory).
-    part_concurrency: int = 4
-    max_buffer_bytes: int = 128 * 1024 * 1024
-    # Server-side copies above this size use UploadPartCopy in parts of copy_part_size.
-    multipart_copy_threshold: int = 256 * 1024 * 1024
-    copy_part_size: int = 64 * 1024 * 1024
-    read_timeout_s: float = 60.0
-    # Per endpoint: requests in flight, bytes/s (0 = unlimited), breaker opens after N consecutive failures.
-    endpoint_concurrency: int = 32
-    bandwidth_bytes_s: float = 0.0
-    breaker_threshold: int = 8
-    breaker_cooldown_s: float = 1.0
-    # Restores out of archive tiers: poll with backoff up to this long.
-    restore_poll_base_s: float = 0.2
-    restore_timeout_s: float = 3600.0
-    # Multipart uploads older than this found at start-up are crash leftovers and are aborted.
-    stale_upload_s: float = 3600.0
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:

@@ -1,0 +1,221 @@
+"""The Bytewax dataflow: a thin adapter around the pure shard core (flows/shard.py).
+
+    access topic --(AccessSource: one Bytewax partition per Kafka partition, offsets = recovery state)-->
+    (partition, [(offset, raw bytes), ...]) micro-batches, keyed by Kafka partition
+    --stateful_batch "shard" (ShardLogic: parse + validate, heat, p_hot, labels, hysteresis)-->
+    [(topic, key, value bytes), ...] --(KafkaRecordSink: produce, flush before the epoch closes)--> topics
+
+Why micro-batches keyed by Kafka partition rather than one Bytewax item per event keyed by object: producers key
+the access topic by object, so a Kafka partition already holds every event of its objects in order. Keeping the
+partition as the unit (a) costs Bytewax one item and one exchange per poll instead of per event - per-item
+overhead and per-key snapshots, not our Python, would otherwise cap throughput, (b) makes every result a function
+of the partition's offset order alone, hence identical for any number of workers and after recovery, and (c)
+lets the model be sharded per partition with its state recovered together with the heat it learned from.
+Parallelism is therefore bounded by the number of partitions of the access topic (settings.kafka.partitions).
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+from bytewax import operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from dim.config import Settings, kafka_consumer_config
+from dim.kafka import END_MARKER_HEADER, partitions_of, producer
+from flows.parse import parse_access
+from flows.shard import FlowParams, ShardState
+from schemas import Candidate, DeadLetter, ObjectHeat, topics
+
+FLOW_NAME = "dim-flow"
+PAYLOAD_LIMIT = 4096
+# After an empty poll, wait this long before polling the partition again (cooperative scheduling: never block).
+IDLE_POLL = timedelta(milliseconds=5)
+
+Record = tuple[str, bytes | None, bytes]  # (topic, message key, value)
+
+
+# -- source -------------------------------------------------------------------------------------------------
+class _AccessPartition(StatefulSourcePartition):
+    def __init__(self, settings: Settings, topic: str, partition: int, next_offset: int | None,
+                 until_run: str | None):
+        self._partition = partition
+        self._next_offset = next_offset
+        self._until_run = until_run.encode() if until_run else None
+        self._batch = settings.flow.source_batch_size
+        self._done = False
+        self._awake: datetime | None = None
+        # Manual assignment, no group membership: Bytewax, not Kafka, owns the offsets (they are recovery state).
+        self._consumer = Consumer(kafka_consumer_config(settings, "flow-source", **{"enable.partition.eof": False}))
+        start = OFFSET_BEGINNING if next_offset is None else next_offset
+        self._consumer.assign([TopicPartition(topic, partition, start)])
+
+    def next_batch(self) -> list[tuple[str, tuple[int, list[tuple[int, bytes | None]]]]]:
+        if self._done:
+            raise StopIteration()
+        msgs = self._consumer.consume(self._batch, 0)
+        data: list[tuple[int, bytes | None]] = []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.fatal():
+                    raise KafkaException(err)
+                continue
+            offset = m.offset()
+            self._next_offset = offset + 1
+            headers = m.headers()
+            if headers:
+                marker = next((v or b"" for k, v in headers if k == END_MARKER_HEADER), None)
+                if marker is not None:  # markers are not data; ours ends this partition for this run
+                    if marker == self._until_run:
+                        self._done = True
+                        break
+                    continue
+            data.append((offset, m.value()))
+        self._awake = None if msgs else datetime.now(timezone.utc) + IDLE_POLL
+        if not data:
+            if self._done:
+                raise StopIteration()
+            return []
+        return [(str(self._partition), (self._partition, data))]
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> int | None:
+        return self._next_offset
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class AccessSource(FixedPartitionedSource):
+    """The access topic, one Bytewax partition per Kafka partition; the resume state is the next offset."""
+
+    def __init__(self, settings: Settings, until_run: str | None = None, topic: str = topics.ACCESS):
+        self._settings = settings
+        self._until_run = until_run
+        self._topic = topic
+
+    def list_parts(self) -> list[str]:
+        return [str(p) for p in partitions_of(self._settings, self._topic)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _AccessPartition:
+        return _AccessPartition(self._settings, self._topic, int(for_part), resume_state, self._until_run)
+
+
+# -- shard ----------------------------------------------------------------------------------------------------
+def encode_outputs(shard: ShardState, items: list, out: list[Record]) -> None:
+    for item in items:
+        if isinstance(item, Candidate):
+            out.append((topics.CANDIDATES, topics.object_key(item.bucket, item.key),
+                        item.model_dump_json().encode()))
+        elif isinstance(item, ObjectHeat):
+            out.append((topics.HEAT, topics.object_key(item.bucket, item.key), item.model_dump_json().encode()))
+        else:  # pragma: no cover - the core only emits the two kinds above
+            raise TypeError(f"unexpected output {type(item).__name__}")
+
+
+def dead_letter(partition: int, offset: int, raw: bytes | None, reason: str) -> Record:
+    payload = (raw or b"")[:PAYLOAD_LIMIT].decode("utf-8", errors="replace")
+    dl = DeadLetter(ts=time.time(), source_topic=topics.ACCESS, partition=partition, offset=offset,
+                    reason=reason, payload=payload)
+    return (topics.DEAD_LETTERS, topics.ACCESS.encode(), dl.model_dump_json().encode())
+
+
+def process_batch(shard: ShardState, partition: int, batch: list[tuple[int, bytes | None]],
+                  out: list[Record]) -> None:
+    """Parse, validate and account one micro-batch of raw records in offset order."""
+    emitted: list = []
+    on_event = shard.on_event
+    for offset, raw in batch:
+        ev = parse_access(raw)
+        if isinstance(ev, str):
+            shard.dead_letters += 1
+            out.append(dead_letter(partition, offset, raw, ev))
+            continue
+        on_event(f"{ev.bucket}/{ev.key}", ev.event_time, ev.op.value, ev.bytes, ev.object_size, emitted)
+    encode_outputs(shard, emitted, out)
+
+
+class ShardLogic(StatefulBatchLogic):
+    def __init__(self, make_shard, resume: bytes | None):
+        self.shard: ShardState = pickle.loads(resume) if resume is not None else make_shard()
+
+    def on_batch(self, values: list[tuple[int, list]]) -> tuple[Iterable[list[Record]], bool]:
+        out: list[Record] = []
+        for partition, batch in values:
+            process_batch(self.shard, partition, batch, out)
+        return ([out] if out else []), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable[list[Record]], bool]:
+        emitted: list = []
+        self.shard.finish(emitted)
+        out: list[Record] = []
+        encode_outputs(self.shard, emitted, out)
+        return ([out] if out else []), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        # bytes are immutable, as Bytewax requires; the whole shard (heat, pending labels, model) is one value.
+        return pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+# -- sink -----------------------------------------------------------------------------------------------------
+class _KafkaRecordPartition(StatelessSinkPartition):
+    def __init__(self, settings: Settings):
+        self._producer = producer(settings, **{"linger.ms": 2})
+
+    def write_batch(self, items: list[tuple[str, list[Record]]]) -> None:
+        prod = self._producer
+        for _, records in items:
+            for topic, key, value in records:
+                while True:
+                    try:
+                        prod.produce(topic, value=value, key=key)
+                        break
+                    except BufferError:
+                        prod.poll(0.05)
+            prod.poll(0)
+        # Delivered before Bytewax may close the epoch (and snapshot past these records): at-least-once output.
+        remaining = prod.flush(60)
+        if remaining:
+            raise KafkaException(f"{remaining} flow output records not delivered")
+
+    def close(self) -> None:
+        self._producer.flush(60)
+
+
+class KafkaRecordSink(DynamicSink):
+    def __init__(self, settings: Settings):
+        self._settings = settings
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaRecordPartition:
+        return _KafkaRecordPartition(self._settings)
+
+
+# -- the dataflow ---------------------------------------------------------------------------------------------
+def make_shard_factory(settings: Settings):
+    params = FlowParams.from_settings(settings)
+
+    def make_shard() -> ShardState:
+        from flows.predict import make_predictor  # noqa: PLC0415 - heavy (River), only when a shard is built
+
+        return ShardState(params, make_predictor(settings))
+
+    return make_shard
+
+
+def build_dataflow(settings: Settings, until_run: str | None = None, make_shard: Any = None) -> Dataflow:
+    make_shard = make_shard or make_shard_factory(settings)
+    flow = Dataflow(FLOW_NAME)
+    batches = op.input("access", flow, AccessSource(settings, until_run))
+    records = op.stateful_batch("shard", batches, lambda resume: ShardLogic(make_shard, resume))
+    op.output("out", records, KafkaRecordSink(settings))
+    return flow

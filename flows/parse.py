@@ -1,0 +1,30 @@
+"""Raw access record -> validated AccessEvent, or the reason it is rejected. Pure."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from schemas import AccessEvent
+
+MAX_REASON_CHARS = 1000
+
+
+def parse_access(raw: bytes | None) -> AccessEvent | str:
+    """The event, or a human-readable reason why `raw` is not a valid AccessEvent (for the dead letter)."""
+    if not raw:
+        return "empty record"
+    try:
+        return AccessEvent.model_validate_json(raw)
+    except ValidationError as exc:
+        return _reason(exc)
+
+
+def _reason(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False):
+        if err["type"] == "json_invalid":
+            parts.append(f"invalid JSON: {err['msg']}")
+            continue
+        loc = ".".join(str(x) for x in err["loc"]) or "record"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)[:MAX_REASON_CHARS] or "invalid record"

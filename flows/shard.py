@@ -1,0 +1,253 @@
+"""The flow's core for one shard (= one partition of the access topic). Pure: no I/O, no wall clock.
+
+Every object's events live in one Kafka partition (producers key by object), so a shard owns its objects outright
+and sees them in offset order. Everything a shard emits is a function of that sequence alone - never of batch
+boundaries, arrival timing or the number of workers - which is what makes the results identical whatever `-w` is
+and lets a recovered run reproduce an uninterrupted one.
+
+Per event: heat update; "new"/"gone" candidates on creation/deletion; at most once per object per
+`eval_interval_s` of event time an evaluation (p_hot, expected reads) with hysteresis; the prediction is queued for
+its delayed label. When the shard clock (max event time seen) crosses a multiple of `sweep_interval_s`, the
+objects whose last outlook was "hot" are re-evaluated so idle ones cool into "cold" candidates; when it crosses a
+multiple of `heat_interval_s`, an ObjectHeat snapshot of every object touched since the last one is emitted.
+`finish()` (end of a bounded run) evaluates every object at the shard clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+from flows.heat import HeatParams, HeatState, expected_reads, heat_dict, poisson_at_least
+from schemas import Candidate, ObjectHeat
+
+HOT, COLD, NEW, GONE = "hot", "cold", "new", "gone"
+
+
+@dataclass(frozen=True)
+class FlowParams:
+    heat: HeatParams = field(default_factory=HeatParams)
+    hot_reads: int = 2
+    horizon_s: float = 86400.0
+    hot_threshold: float = 0.6
+    cold_threshold: float = 0.2
+    eval_interval_s: float = 3600.0
+    sweep_interval_s: float = 6 * 3600.0
+    heat_interval_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.cold_threshold < self.hot_threshold <= 1:
+            raise ValueError("need 0 <= cold_threshold < hot_threshold <= 1 (hysteresis band)")
+        if self.horizon_s <= 0 or self.eval_interval_s < 0:
+            raise ValueError("horizon_s must be > 0 and eval_interval_s >= 0")
+
+    @classmethod
+    def from_settings(cls, settings) -> "FlowParams":
+        f = settings.flow
+        return cls(
+            heat=HeatParams.from_flow_settings(f),
+            hot_reads=f.hot_reads,
+            horizon_s=f.horizon_s,
+            hot_threshold=f.hot_threshold,
+            cold_threshold=f.cold_threshold,
+            eval_interval_s=f.eval_interval_s,
+            sweep_interval_s=f.sweep_interval_s,
+            heat_interval_s=f.heat_interval_s,
+        )
+
+
+class ObjectRecord(HeatState):
+    """Heat plus what the shard decides about the object."""
+
+    __slots__ = ("outlook", "next_eval", "p_hot", "eval_due")
+    _ALL = HeatState.__slots__ + ("outlook", "next_eval", "p_hot", "eval_due")
+
+    def __init__(self, params: HeatParams):
+        super().__init__(params)
+        self.outlook: str | None = None
+        self.next_eval = -math.inf
+        self.p_hot: float | None = None
+        self.eval_due = False  # has events since its last evaluation, queued in ShardState.due
+
+    def __getstate__(self):
+        return tuple(getattr(self, s) for s in ObjectRecord._ALL)
+
+    def __setstate__(self, state):
+        for s, v in zip(ObjectRecord._ALL, state):
+            setattr(self, s, v)
+
+
+def split_object_key(object_key: str) -> tuple[str, str]:
+    bucket, _, key = object_key.partition("/")
+    return bucket, key
+
+
+class PriorPredictor:
+    """p_hot before any model: Poisson with the mean taken from the heat (flows.heat.expected_reads)."""
+
+    def on_evaluate(self, shard: "ShardState", key: str, rec: ObjectRecord, at: float, mu: float) -> float:
+        return poisson_at_least(mu, shard.params.hot_reads)
+
+    def on_read(self, key: str, t: float) -> None:
+        pass
+
+    def advance(self, watermark: float) -> None:
+        pass
+
+
+class ShardState:
+    def __init__(self, params: FlowParams, predictor=None):
+        self.params = params
+        self.predictor = predictor if predictor is not None else PriorPredictor()
+        self.objects: dict[str, ObjectRecord] = {}
+        self.clock = -math.inf  # max event time seen in this shard
+        self.next_sweep_at = math.inf
+        self.next_heat_at = math.inf
+        self.dirty: set[str] = set()
+        self.hot: set[str] = set()
+        # (time, key) of objects with events since their last evaluation that were too early to evaluate then:
+        # they are evaluated when the clock reaches `time`, so no change of outlook waits for another event.
+        self.due: list[tuple[float, str]] = []
+        self.events = 0
+        self.late_events = 0
+        self.dead_letters = 0
+
+    # -- input --------------------------------------------------------------------------------------------
+    def on_event(self, key: str, t: float, op: str, nbytes: int, object_size: int, out: list) -> None:
+        """Account one valid access of object `key` ("bucket/key"); append emitted records to `out`."""
+        p = self.params
+        rec = self.objects.get(key)
+        if rec is None:
+            rec = self.objects[key] = ObjectRecord(p.heat)
+        was_gone, was_seen = rec.gone, rec.seen
+        if rec.add(p.heat, t, op, nbytes, object_size):
+            self.late_events += 1
+        self.events += 1
+        self.dirty.add(key)
+        if op == "GET":
+            self.predictor.on_read(key, t)
+        if t > self.clock:
+            if self.clock == -math.inf:
+                self.next_sweep_at = _next_multiple(t, p.sweep_interval_s)
+                self.next_heat_at = _next_multiple(t, p.heat_interval_s)
+            self.clock = t
+
+        if op == "PUT" and (not was_seen or was_gone) and not rec.gone:
+            self._emit(key, rec, t, NEW, self._evaluate(key, rec, t), out)
+        elif op == "DELETE" and rec.gone and not was_gone:
+            self.hot.discard(key)
+            self._emit(key, rec, t, GONE, 0.0, out)
+        elif not rec.gone:
+            if t >= rec.next_eval:
+                self._consider(key, rec, t, out)
+            elif not rec.eval_due:
+                rec.eval_due = True
+                heapq.heappush(self.due, (rec.next_eval, key))
+
+        due = self.due
+        while due and due[0][0] <= self.clock:
+            _, k = heapq.heappop(due)
+            r = self.objects[k]
+            if r.eval_due and not r.gone:
+                self._consider(k, r, self.clock, out)
+            r.eval_due = False
+        if self.clock >= self.next_sweep_at:
+            self._sweep(out)
+        if self.clock >= self.next_heat_at:
+            self._heat_snapshots(self.clock, out)
+            self.next_heat_at = _next_multiple(self.clock, p.heat_interval_s)
+        self.predictor.advance(self.clock - p.heat.allowed_lateness_s)
+
+    def finish(self, out: list) -> None:
+        """End of a bounded run: every object evaluated at the shard clock, so cooled objects become cold."""
+        if self.clock == -math.inf:
+            return
+        for key, rec in self.objects.items():
+            if not rec.gone:
+                self._consider(key, rec, self.clock, out)
+        self._heat_snapshots(self.clock, out)
+
+    # -- decisions ----------------------------------------------------------------------------------------
+    def _evaluate(self, key: str, rec: ObjectRecord, at: float) -> float:
+        p = self.params
+        mu = expected_reads(p.heat, rec, at, p.horizon_s)
+        rec.p_hot = self.predictor.on_evaluate(self, key, rec, at, mu)
+        rec.next_eval = at + p.eval_interval_s
+        rec.eval_due = False
+        return rec.p_hot
+
+    def _consider(self, key: str, rec: ObjectRecord, at: float, out: list) -> None:
+        p_hot = self._evaluate(key, rec, at)
+        p = self.params
+        if p_hot >= p.hot_threshold and rec.outlook != HOT:
+            self.hot.add(key)
+            self._emit(key, rec, at, HOT, p_hot, out)
+        elif p_hot <= p.cold_threshold and rec.outlook != COLD:
+            self.hot.discard(key)
+            self._emit(key, rec, at, COLD, p_hot, out)
+
+    def _sweep(self, out: list) -> None:
+        at = self.clock
+        for key in sorted(self.hot):  # sorted: emission order must not depend on set iteration order
+            rec = self.objects[key]
+            if rec.last_access < at:  # objects accessed at `at` were just evaluated by their event
+                self._consider(key, rec, at, out)
+        self.next_sweep_at = _next_multiple(at, self.params.sweep_interval_s)
+
+    def _emit(self, key: str, rec: ObjectRecord, at: float, outlook: str, p_hot: float, out: list) -> None:
+        rec.outlook = outlook
+        p, h = self.params, self.params.heat
+        bucket, obj = split_object_key(key)
+        out.append(
+            Candidate(
+                bucket=bucket,
+                key=obj,
+                as_of=at,
+                size=rec.size,
+                read_heat=heat_dict(h, rec.read_heat(h, at)),
+                write_heat=heat_dict(h, rec.write_heat(h, at)),
+                p_hot=min(1.0, max(0.0, p_hot)),
+                expected_reads=expected_reads(h, rec, at, p.horizon_s),
+                horizon_s=p.horizon_s,
+                first_seen=_finite(rec.first_seen, at),
+                last_access=_finite(rec.last_access, at),
+                growing=rec.growing(h, at),
+                outlook=outlook,
+            )
+        )
+
+    def _heat_snapshots(self, at: float, out: list) -> None:
+        h = self.params.heat
+        for key in sorted(self.dirty):
+            rec = self.objects[key]
+            bucket, obj = split_object_key(key)
+            out.append(
+                ObjectHeat(
+                    bucket=bucket,
+                    key=obj,
+                    as_of=at,
+                    read_heat=heat_dict(h, rec.read_heat(h, at)),
+                    write_heat=heat_dict(h, rec.write_heat(h, at)),
+                    reads=rec.reads,
+                    writes=rec.writes,
+                    bytes_read=rec.bytes_read,
+                    size=rec.size,
+                    first_seen=_finite(rec.first_seen, at),
+                    last_access=_finite(rec.last_access, at),
+                    growing=rec.growing(h, at),
+                    p_hot=rec.p_hot,
+                    late_events=rec.late_events,
+                )
+            )
+        self.dirty.clear()
+
+
+def _next_multiple(t: float, step: float) -> float:
+    if step <= 0:
+        return math.inf
+    return (math.floor(t / step) + 1) * step
+
+
+def _finite(value: float, default: float) -> float:
+    return value if math.isfinite(value) else default
