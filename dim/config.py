@@ -150,6 +150,7 @@ class MoverSettings(BaseModel):
     # same endpoint are copied server-side; across endpoints the bytes are streamed through the mover.
     endpoints: dict[str, str] = Field(default_factory=dict)
     # A source modified less than this long ago is skipped as file_growing (0 = only catalog/during-copy checks).
+    group: str = "mover"  # consumer group (prefixed by kafka.group_prefix) on the moves topic
     growing_window_s: float = 0.0
     # Parts of one streamed copy in flight, and the process-wide cap on buffered part bytes (bounded memory).
     part_concurrency: int = 4
@@ -175,6 +176,8 @@ class ApiSettings(BaseModel):
     port: int = 8000
     token: SecretStr | None = None  # bearer token; auth is off when unset
     cors_origins: list[str] = Field(default_factory=list)
+    # Finished moves stay in the journal this long, so a redelivered move is recognised and not re-run.
+    journal_keep_finished_s: float = 7 * 86400.0
     max_page_size: int = 1000
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from dim.config import Settings, s3_client
 from schemas import Placement, Replica
@@ -25,19 +25,29 @@ def replica_key(bucket: str, key: str) -> str:
 
 
 class PlacementCatalog:
-    def __init__(self, settings: Settings, client=None):
+    def __init__(self, settings: Settings, client=None, read_attempts: int = 5):
         self.bucket = settings.s3.catalog_bucket
         self.s3 = client or s3_client(settings)
+        self.read_attempts = read_attempts
 
     def get(self, bucket: str, key: str) -> tuple[Placement, str] | None:
         """The entry and its ETag (the CAS token), or None."""
-        try:
-            obj = self.s3.get_object(Bucket=self.bucket, Key=replica_key(bucket, key))
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                return None
-            raise
-        return Placement.model_validate_json(obj["Body"].read()), obj["ETag"]
+        for attempt in range(self.read_attempts):
+            try:
+                obj = self.s3.get_object(Bucket=self.bucket, Key=replica_key(bucket, key))
+                body = obj["Body"].read()
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                    return None
+                raise
+            except (BotoCoreError, OSError):
+                # botocore retries the request, not the reading of its body: a cut body is retried here.
+                if attempt + 1 == self.read_attempts:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            return Placement.model_validate_json(body), obj["ETag"]
+        raise AssertionError("unreachable")
 
     def create(self, placement: Placement) -> str:
         return self._put(placement, IfNoneMatch="*")

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dim.config import Settings
+from dim.config import Settings, s3_client
 from mover import protocol
 from mover.catalog import CatalogConflict, PlacementCatalog, replica_key
 from mover.journal import JournalEntry, MoveJournal
@@ -50,7 +50,8 @@ class MoveExecutor:
         self.settings = settings
         self.journal = journal
         self.store = store or ReplicaStore(settings)
-        self.catalog = catalog or PlacementCatalog(settings, client=self.store.client(settings.s3.endpoint))
+        self.catalog = catalog or PlacementCatalog(
+            settings, client=s3_client(settings, attempts=settings.mover.max_attempts, max_pool_connections=64))
         self.producer = producer
         self.on_bytes = on_bytes
         self.after_event = after_event  # test hook: may raise to simulate a crash right after a step
@@ -65,6 +66,11 @@ class MoveExecutor:
         """Run `move` to an end state. A move the journal already finished is not run again (redelivery)."""
         entry = self.journal.entry(move.move_id)
         if entry is not None and entry.finished:
+            # Redelivered after a crash: its events may never have reached the topic; publish the end again.
+            self.journal.publish(entry.events[-1])
+            if protocol.progress_of(entry.events).committed:
+                got = self.catalog.get(move.bucket, move.key)
+                self._publish_placement(got[0] if got else None)
             return self._outcome_of(move.move_id, entry)
         if entry is not None and entry.events:
             return self._recover_entry(entry if entry.move else JournalEntry(move, entry.base_version, entry.events))

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,10 +121,13 @@ class MoveJournal:
     def unfinished(self) -> list[JournalEntry]:
         return [e for e in self.entries.values() if not e.finished and e.move is not None]
 
-    def compact(self) -> int:
-        """Rewrite the file without finished moves (atomic rename); returns the number of moves dropped."""
+    def compact(self, keep_finished_s: float, now: float | None = None) -> int:
+        """Rewrite the file without moves that finished more than `keep_finished_s` ago (atomic rename); returns
+        the number of moves dropped. Recently finished moves stay so that a redelivered move is recognised."""
+        now = time.time() if now is None else now
         with self._lock:
-            keep = {mid: e for mid, e in self.entries.items() if not e.finished}
+            keep = {mid: e for mid, e in self.entries.items()
+                    if not e.finished or now - e.events[-1].ts < keep_finished_s}
             dropped = len(self.entries) - len(keep)
             if not dropped:
                 return 0

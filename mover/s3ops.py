@@ -32,6 +32,7 @@ from solver.catalogue import load_catalogue
 log = logging.getLogger(__name__)
 
 SHA256_META = "sha256"  # x-amz-meta-sha256 on every replica we write
+MIN_PART_SIZE = 5 * 1024 * 1024  # S3 (and SeaweedFS) refuse smaller parts except the last
 
 
 class MoveError(Exception):
@@ -92,11 +93,13 @@ class ReplicaStore:
         self.m = settings.mover
         self.catalogue = catalogue or load_catalogue(settings.solver.catalogue_path)
         self.sleep = sleep
+        self.part_size = max(MIN_PART_SIZE, self.m.part_size)
+        self.copy_part_size = max(MIN_PART_SIZE, self.m.copy_part_size)
         self._clients: dict[str, object] = {}
         self._guards: dict[str, EndpointGuard] = {}
         self._lock = threading.Lock()
         # Bounded memory: a streamed copy may only hold this many parts in memory, across all moves.
-        self.buffer_slots = threading.BoundedSemaphore(max(1, self.m.max_buffer_bytes // self.m.part_size))
+        self.buffer_slots = threading.BoundedSemaphore(max(1, self.m.max_buffer_bytes // self.part_size))
         self.stats: Counter[str] = Counter()
 
     # ------------------------------------------------------------------------------------- topology
@@ -226,7 +229,7 @@ class ReplicaStore:
                     progress: Callable[[int], None] | None = None) -> str:
         """SHA-256 of a replica as stored, read back in parts (verification of a server-side copy)."""
         h = hashlib.sha256()
-        step = self.m.part_size
+        step = self.part_size
         for start in range(0, size, step):
             end = min(size, start + step) - 1
             with self.buffer_slots:
@@ -245,7 +248,7 @@ class ReplicaStore:
             if source.size > self.m.multipart_copy_threshold:
                 return self._multipart_server_copy(src_loc, dst_loc, key, source, sha256, progress)
             return self._server_copy(src_loc, dst_loc, key, source, progress)
-        if source.size <= self.m.part_size:
+        if source.size <= self.part_size:
             return self._stream_small(src_loc, dst_loc, key, source, sha256, progress)
         return self._stream_multipart(src_loc, dst_loc, key, source, sha256, progress)
 
@@ -264,7 +267,7 @@ class ReplicaStore:
         ep = self.endpoint(dst_loc)
         upload = self.call(ep, f"CREATE-MPU {db}/{key}", lambda c: c.create_multipart_upload(
             Bucket=db, Key=key, Metadata={SHA256_META: sha256}))["UploadId"]
-        step = self.m.copy_part_size
+        step = self.copy_part_size
         ranges = [(i + 1, s, min(source.size, s + step) - 1) for i, s in enumerate(range(0, source.size, step))]
 
         def part(n, s, e):
@@ -304,7 +307,7 @@ class ReplicaStore:
     def _stream_multipart(self, src_loc, dst_loc, key, source, sha256, progress) -> CopyResult:
         db = self.bucket(dst_loc)
         ep = self.endpoint(dst_loc)
-        step = self.m.part_size
+        step = self.part_size
         ranges = [(i + 1, s, min(source.size, s + step) - 1) for i, s in enumerate(range(0, source.size, step))]
         upload = self.call(ep, f"CREATE-MPU {db}/{key}", lambda c: c.create_multipart_upload(
             Bucket=db, Key=key, Metadata={SHA256_META: sha256}))["UploadId"]

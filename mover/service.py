@@ -17,15 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pydantic import ValidationError
 
 from dim import kafka
-from dim.config import Settings, s3_client
-from mover.catalog import PlacementCatalog
+from dim.config import Settings
 from mover.executor import MoveExecutor, MoveOutcome
 from mover.journal import MoveJournal
 from mover.s3ops import ReplicaStore
 from schemas import DeadLetter, Move, MoveState, PlacementPlan, topics
 
 log = logging.getLogger(__name__)
-GROUP = "mover"
 
 
 class Summary:
@@ -73,10 +71,8 @@ class Mover:
         self.settings = settings
         self.producer = producer or kafka.producer(settings)
         self.store = ReplicaStore(settings)
-        catalog = PlacementCatalog(settings, client=s3_client(settings, attempts=settings.mover.max_attempts,
-                                                              max_pool_connections=64))
         self.journal = MoveJournal(settings, producer=self.producer)
-        self.executor = MoveExecutor(settings, self.journal, self.store, catalog, producer=self.producer,
+        self.executor = MoveExecutor(settings, self.journal, self.store, producer=self.producer,
                                      on_bytes=on_bytes, after_event=after_event)
         self.pool = ThreadPoolExecutor(max(1, settings.mover.concurrency))
         self.summary = Summary()
@@ -84,7 +80,7 @@ class Mover:
     def recover(self) -> None:
         for outcome in self.executor.recover():
             self.summary.add(outcome, recovered=True)
-        self.journal.compact()
+        self.journal.compact(self.settings.mover.journal_keep_finished_s)
 
     def _execute_in_order(self, moves: list[Move]) -> list[MoveOutcome]:
         out = []
@@ -142,7 +138,7 @@ def run_mover(settings: Settings, until_run: str | None = None, idle_timeout_s: 
     mover = Mover(settings, on_bytes=on_bytes)
     try:
         mover.recover()
-        kafka.drain(settings, GROUP, [topics.MOVES], mover.handle_batch, until_run=until_run,
+        kafka.drain(settings, settings.mover.group, [topics.MOVES], mover.handle_batch, until_run=until_run,
                     idle_timeout_s=idle_timeout_s, max_batch=max(64, settings.mover.concurrency * 8),
                     should_stop=should_stop)
         return mover.summary.as_dict(mover.store)
