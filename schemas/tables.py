@@ -3,6 +3,11 @@
 The same DDL runs on embedded chDB and on a ClickHouse server. `{db}` is replaced by the configured database.
 Every table that is fed from Kafka carries the record's (_partition, _offset) so ingestion can be at-least-once
 and still exact: ReplacingMergeTree collapses a redelivered record, and queries read with FINAL (or argMax).
+Derived tables (hourly rollups, cost ledger, SLA events) are *recomputed* from the deduplicated raw tables for
+the hours/days a batch touched and replace their previous rows (ReplacingMergeTree by `computed_at`); they are
+never fed by insert-triggered materialized views, which would count a redelivered record twice.
+TTLs count from when we stored a row (`_ingested_at`, `computed_at`), not from event time: a replayed trace whose
+event times lie in the past must not expire on arrival.
 Migrations are append-only: never edit a released one, add the next version.
 """
 
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 from schemas import topics
 
+# Fed from topics (raw, deduplicated on the Kafka coordinates).
 ACCESS_EVENTS = "access_events"
 OBJECT_HEAT = "object_heat"
 CANDIDATES = "candidates"
@@ -18,6 +24,15 @@ MOVES = "moves"
 MOVE_EVENTS = "move_events"
 PLACEMENTS = "placements"
 DEAD_LETTERS = "dead_letters"
+# Derived.
+PLACEMENT_VERSIONS = "placement_versions"  # every catalog version of every object (history)
+OBJECT_HEAT_LATEST = "object_heat_latest"  # the newest heat snapshot per object
+ACCESS_HOURLY = "access_hourly"  # access rollup per object per hour
+COST_LEDGER = "cost_ledger"  # per location per day
+SLA_EVENTS = "sla_events"  # reads served from a location slower than the SLA, per object per hour
+# Reference data loaded from the price catalogue (replaced on every load).
+LOCATION_PRICES = "location_prices"
+EGRESS_PRICES = "egress_prices"
 SCHEMA_MIGRATIONS = "schema_migrations"
 
 # Which topic feeds which table.
@@ -32,7 +47,7 @@ TABLE_OF_TOPIC: dict[str, str] = {
     topics.DEAD_LETTERS: DEAD_LETTERS,
 }
 
-_KAFKA_COLS = "_partition UInt16, _offset UInt64"
+_KAFKA_COLS = "_partition UInt16, _offset UInt64, _ingested_at DateTime DEFAULT now()"
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (
@@ -46,7 +61,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             ) ENGINE = ReplacingMergeTree
             PARTITION BY toYYYYMM(event_time)
             ORDER BY (_partition, _offset)
-            TTL toDateTime(event_time) + INTERVAL 90 DAY""",
+            TTL _ingested_at + INTERVAL 90 DAY""",
             f"""CREATE TABLE IF NOT EXISTS {{db}}.{OBJECT_HEAT} (
                 as_of DateTime64(3), bucket LowCardinality(String), key String,
                 read_heat Map(String, Float64), write_heat Map(String, Float64),
@@ -55,7 +70,18 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 p_hot Nullable(Float64), late_events UInt64, {_KAFKA_COLS}
             ) ENGINE = ReplacingMergeTree
             ORDER BY (bucket, key, as_of, _partition, _offset)
-            TTL toDateTime(as_of) + INTERVAL 180 DAY""",
+            TTL _ingested_at + INTERVAL 180 DAY""",
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.{OBJECT_HEAT_LATEST} (
+                bucket LowCardinality(String), key String, as_of DateTime64(3),
+                read_heat Map(String, Float64), reads UInt64, writes UInt64, size UInt64,
+                last_access DateTime64(3), p_hot Nullable(Float64)
+            ) ENGINE = ReplacingMergeTree(as_of)
+            ORDER BY (bucket, key)""",
+            # Safe as a materialized view: a redelivered snapshot replaces itself (same as_of).
+            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.{OBJECT_HEAT_LATEST}_mv
+                TO {{db}}.{OBJECT_HEAT_LATEST} AS
+                SELECT bucket, key, as_of, read_heat, reads, writes, size, last_access, p_hot
+                FROM {{db}}.{OBJECT_HEAT}""",
             f"""CREATE TABLE IF NOT EXISTS {{db}}.{CANDIDATES} (
                 as_of DateTime64(3), bucket LowCardinality(String), key String, size UInt64,
                 read_heat Map(String, Float64), write_heat Map(String, Float64),
@@ -63,7 +89,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 first_seen DateTime64(3), last_access DateTime64(3), growing Bool,
                 outlook LowCardinality(String), current_locations Array(String), {_KAFKA_COLS}
             ) ENGINE = ReplacingMergeTree
-            ORDER BY (bucket, key, as_of, _partition, _offset)""",
+            ORDER BY (bucket, key, as_of, _partition, _offset)
+            TTL _ingested_at + INTERVAL 180 DAY""",
             f"""CREATE TABLE IF NOT EXISTS {{db}}.{PLANS} (
                 plan_id String, created_at DateTime64(3), method LowCardinality(String),
                 candidates UInt64, objective_usd Float64, lower_bound_usd Nullable(Float64),
@@ -71,6 +98,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 moves UInt64, {_KAFKA_COLS}
             ) ENGINE = ReplacingMergeTree
             ORDER BY (plan_id)""",
+            # Fed by the moves topic and by the moves embedded in each plan: one row per move_id either way.
             f"""CREATE TABLE IF NOT EXISTS {{db}}.{MOVES} (
                 move_id String, plan_id String, bucket LowCardinality(String), key String, size UInt64,
                 from_locations Array(String), to_locations Array(String),
@@ -85,17 +113,63 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             ) ENGINE = ReplacingMergeTree
             ORDER BY (move_id, ts, _partition, _offset)""",
             f"""CREATE TABLE IF NOT EXISTS {{db}}.{PLACEMENTS} (
-                bucket LowCardinality(String), key String, version UInt64,
+                bucket LowCardinality(String), key String, version UInt64, size UInt64,
                 locations Array(String), replicas String, updated_at DateTime64(3), deleted Bool,
                 {_KAFKA_COLS}
             ) ENGINE = ReplacingMergeTree(version)
             ORDER BY (bucket, key)""",
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.{PLACEMENT_VERSIONS} (
+                bucket LowCardinality(String), key String, version UInt64, size UInt64,
+                locations Array(String), updated_at DateTime64(3), deleted Bool
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (bucket, key, version)""",
+            # Safe as a materialized view: a redelivered version replaces itself (same bucket, key, version).
+            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.{PLACEMENT_VERSIONS}_mv
+                TO {{db}}.{PLACEMENT_VERSIONS} AS
+                SELECT bucket, key, version, size, locations, updated_at, deleted FROM {{db}}.{PLACEMENTS}""",
             f"""CREATE TABLE IF NOT EXISTS {{db}}.{DEAD_LETTERS} (
                 ts DateTime64(3), source_topic LowCardinality(String), partition Int32, offset Int64,
-                reason String, payload String, {_KAFKA_COLS}
+                reason String, payload String, _topic LowCardinality(String), {_KAFKA_COLS}
             ) ENGINE = ReplacingMergeTree
-            ORDER BY (_partition, _offset)
-            TTL toDateTime(ts) + INTERVAL 30 DAY""",
+            ORDER BY (_topic, _partition, _offset)
+            TTL _ingested_at + INTERVAL 30 DAY""",
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.{ACCESS_HOURLY} (
+                hour DateTime, bucket LowCardinality(String), key String,
+                gets UInt64, puts UInt64, heads UInt64, deletes UInt64,
+                bytes_read UInt64, bytes_written UInt64, object_size UInt64, computed_at DateTime64(6)
+            ) ENGINE = ReplacingMergeTree(computed_at)
+            PARTITION BY toYYYYMM(hour)
+            ORDER BY (bucket, key, hour)
+            TTL toDateTime(computed_at) + INTERVAL 730 DAY""",
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.{SLA_EVENTS} (
+                hour DateTime, bucket LowCardinality(String), key String, location LowCardinality(String),
+                reads UInt64, latency_ms Float64, sla_ms Float64, computed_at DateTime64(6)
+            ) ENGINE = ReplacingMergeTree(computed_at)
+            PARTITION BY toYYYYMM(hour)
+            ORDER BY (hour, bucket, key)
+            TTL toDateTime(computed_at) + INTERVAL 365 DAY""",
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.{COST_LEDGER} (
+                day Date, location LowCardinality(String), provider LowCardinality(String),
+                tier LowCardinality(String), objects UInt64, gb_days Float64,
+                get_requests UInt64, put_requests UInt64, retrieval_gb Float64, egress_gb Float64,
+                storage_usd Float64, request_usd Float64, retrieval_usd Float64, egress_usd Float64,
+                early_deletion_usd Float64, monitoring_usd Float64, total_usd Float64,
+                computed_at DateTime64(6)
+            ) ENGINE = ReplacingMergeTree(computed_at)
+            ORDER BY (day, location)
+            TTL toDateTime(computed_at) + INTERVAL 1095 DAY""",
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.{LOCATION_PRICES} (
+                location String, provider LowCardinality(String), region LowCardinality(String),
+                tier LowCardinality(String), storage_usd_gb_month Float64, retrieval_usd_gb Float64,
+                get_usd_per_1k Float64, put_usd_per_1k Float64, min_storage_days Float64,
+                min_billable_bytes UInt64, first_byte_ms Float64, restore_hours Float64,
+                monitoring_usd_per_1k_objects Float64, catalogue_version String, loaded_at DateTime64(6)
+            ) ENGINE = ReplacingMergeTree(loaded_at)
+            ORDER BY location""",
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.{EGRESS_PRICES} (
+                src String, dst String, usd_gb Float64, loaded_at DateTime64(6)
+            ) ENGINE = ReplacingMergeTree(loaded_at)
+            ORDER BY (src, dst)""",
         ],
     ),
 ]

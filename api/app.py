@@ -1,0 +1,194 @@
+"""The read-only query API (GET only). Store and settings arrive as FastAPI dependencies; errors are RFC 9457
+problem+json; page sizes and time ranges are bounded; an optional bearer token guards everything but /health."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api import analytics, queries
+from api.deps import Config, Limit, Store, require_token
+from api.models import (
+    Costs,
+    DeadLetterPage,
+    Health,
+    MovePage,
+    ObjectDetail,
+    ObjectPage,
+    PlanDetail,
+    PlanPage,
+    Problem,
+    Savings,
+    Sla,
+)
+from api.store import AnalyticsStore, StoreError
+from dim.config import Settings
+from schemas import MoveState, topics
+
+PROBLEM = "application/problem+json"
+MAX_HISTORY = 500
+# Strings a caller may send are bounded like the contracts bound them (S3 limits): nothing longer can match.
+BucketStr = Annotated[str, Query(min_length=1, max_length=63)]
+KeyStr = Annotated[str, Query(min_length=1, max_length=1024)]
+
+
+def _problem(status: int, title: str, detail: str = "", headers: dict | None = None) -> JSONResponse:
+    body = Problem(title=title, status=status, detail=detail).model_dump()
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+_RESPONSES = {s: {"model": Problem, "content": {PROBLEM: {}}} for s in (400, 401, 404, 422, 503)}
+
+
+def create_app(settings: Settings, store: AnalyticsStore, ingest_stats=None) -> FastAPI:
+    app = FastAPI(
+        title="Data-in-Motion query API", version="1", responses=_RESPONSES,
+        description="Read-only views of the analytics store: objects, placements, plans, moves, costs, SLA.",
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.ingest_stats = ingest_stats
+    if settings.api.cors_origins:  # off unless origins are configured
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.api.cors_origins, allow_methods=["GET"],
+                           allow_headers=["Authorization"])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_problem(request: Request, exc: StarletteHTTPException):
+        return _problem(exc.status_code, _title(exc.status_code), str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_problem(request: Request, exc: RequestValidationError):
+        detail = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
+        return _problem(422, "Invalid request", detail[:2000])
+
+    @app.exception_handler(queries.BadCursor)
+    async def cursor_problem(request: Request, exc: queries.BadCursor):
+        return _problem(400, "Bad cursor", str(exc))
+
+    @app.exception_handler(StoreError)
+    async def store_problem(request: Request, exc: StoreError):
+        # The store's message may quote SQL: keep it in the log, not in the response.
+        import logging
+
+        logging.getLogger(__name__).error("store error on %s: %s", request.url.path, exc)
+        return _problem(503, "Analytics store unavailable", "the query could not be answered")
+
+    guarded = [Depends(require_token)]
+
+    @app.get("/health", response_model=Health)
+    def health(store: Store, settings: Config, request: Request) -> Health:
+        try:
+            versions = queries.schema_versions(store)
+            ok = True
+        except StoreError:
+            versions, ok = [], False
+        stats = request.app.state.ingest_stats
+        ingest = {}
+        if stats is not None:
+            ingest = {"records": stats.records, "batches": stats.batches, "dead_letters": stats.dead_letters,
+                      "last_batch_at": stats.last_batch_at, "error": stats.error}
+        status = "ok" if ok and not (stats and stats.error) else "degraded"
+        return Health(status=status, store=ok, database=settings.clickhouse.database,
+                      schema_versions=versions, ingest=ingest)
+
+    @app.get("/objects", response_model=ObjectPage, dependencies=guarded)
+    def objects(
+        store: Store, limit: Limit,
+        bucket: Annotated[str | None, Query(min_length=1, max_length=63)] = None,
+        prefix: Annotated[str | None, Query(max_length=1024)] = None,
+        provider: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+        tier: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+        min_p_hot: Annotated[float | None, Query(ge=0, le=1)] = None,
+        max_p_hot: Annotated[float | None, Query(ge=0, le=1)] = None,
+        sort: Literal["key", "size", "-size", "updated_at", "-updated_at"] = "key",
+        cursor: Annotated[str | None, Query(max_length=4096)] = None,
+    ) -> ObjectPage:
+        items, nxt = queries.list_objects(
+            store, bucket=bucket, prefix=prefix, provider=provider, tier=tier, min_p_hot=min_p_hot,
+            max_p_hot=max_p_hot, sort=sort, cursor=cursor, limit=limit)
+        return ObjectPage(items=items, next_cursor=nxt)
+
+    @app.get("/objects/{bucket}/{key:path}", response_model=ObjectDetail, dependencies=guarded)
+    def object_detail(
+        store: Store,
+        bucket: Annotated[str, Path(min_length=1, max_length=63)],
+        key: Annotated[str, Path(min_length=1, max_length=1024)],
+        history: Annotated[int, Query(ge=1, le=MAX_HISTORY)] = 100,
+    ) -> ObjectDetail:
+        placement = queries.object_placement(store, bucket, key)
+        heat = queries.object_heat(store, bucket, key, history)
+        access = queries.object_access(store, bucket, key, history)
+        moves, _ = queries.list_moves(store, status=None, plan_id=None, bucket=bucket, key=key, cursor=None,
+                                      limit=MAX_HISTORY)
+        if placement is None and not heat and not access and not moves:
+            raise HTTPException(404, f"no object {bucket}/{key} in the analytics store")
+        return ObjectDetail(bucket=bucket, key=key, placement=placement,
+                            replicas=placement["replicas"] if placement else [], heat=heat, access=access,
+                            moves=moves)
+
+    @app.get("/plans", response_model=PlanPage, dependencies=guarded)
+    def plans(store: Store, limit: Limit, cursor: Annotated[str | None, Query(max_length=4096)] = None) -> PlanPage:
+        items, nxt = queries.list_plans(store, cursor=cursor, limit=limit)
+        return PlanPage(items=items, next_cursor=nxt)
+
+    @app.get("/plans/{plan_id}", response_model=PlanDetail, dependencies=guarded)
+    def plan(store: Store, plan_id: Annotated[str, Path(min_length=1, max_length=256)]) -> PlanDetail:
+        header = queries.get_plan(store, plan_id)
+        if header is None:
+            raise HTTPException(404, f"no plan {plan_id}")
+        moves, _ = queries.list_moves(store, status=None, plan_id=plan_id, bucket=None, key=None, cursor=None,
+                                      limit=10_000)
+        statuses: dict[str, int] = {}
+        for m in moves:
+            statuses[m["status"]] = statuses.get(m["status"], 0) + 1
+        return PlanDetail(**header, move_statuses=statuses, items=moves)
+
+    @app.get("/moves", response_model=MovePage, dependencies=guarded)
+    def moves(
+        store: Store, limit: Limit,
+        status: MoveState | None = None,
+        plan_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+        bucket: Annotated[str | None, Query(min_length=1, max_length=63)] = None,
+        cursor: Annotated[str | None, Query(max_length=4096)] = None,
+    ) -> MovePage:
+        items, nxt = queries.list_moves(store, status=status.value if status else None, plan_id=plan_id,
+                                        bucket=bucket, key=None, cursor=cursor, limit=limit)
+        return MovePage(items=items, next_cursor=nxt)
+
+    @app.get("/dead-letters", response_model=DeadLetterPage, dependencies=guarded)
+    def dead_letters(
+        store: Store, limit: Limit,
+        source_topic: Literal[topics.ALL_TOPICS] | None = None,  # type: ignore[valid-type]
+        cursor: Annotated[str | None, Query(max_length=4096)] = None,
+    ) -> DeadLetterPage:
+        items, nxt = queries.list_dead_letters(store, source_topic=source_topic, cursor=cursor, limit=limit)
+        return DeadLetterPage(items=items, next_cursor=nxt)
+
+    analytics.add_routes(app, guarded)
+
+    @app.get("/metrics", response_class=PlainTextResponse, dependencies=guarded)
+    def metrics(store: Store, settings: Config, request: Request) -> PlainTextResponse:
+        from api.metrics import exposition
+
+        body, content_type = exposition(store, settings, request.app.state.ingest_stats)
+        return PlainTextResponse(body, media_type=content_type)
+
+    return app
+
+
+def _title(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+__all__ = ["Costs", "Savings", "Sla", "create_app"]

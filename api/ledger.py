@@ -1,0 +1,147 @@
+"""The cost ledger per location per day (pure: no I/O).
+
+Inputs are aggregates the store computes from the deduplicated raw tables; prices come from the solver's
+catalogue (`solver.catalogue`), the same one the placement decisions are made with.
+
+- storage: billable GB-days (each replica at least the location's min billable size) x $/GB-month / 30;
+- requests: GETs are charged at the replica that serves them (the fastest), PUTs at every replica;
+- retrieval: bytes read from the serving replica x $/GB retrieval;
+- egress: bytes copied by moves, charged to the source location (catalogue egress matrix);
+- early deletion: a replica dropped before the location's minimum storage duration pays the remaining days;
+- monitoring: per-object monitoring fee, when the catalogue has one (`monitoring_usd_per_1k_objects`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from solver.catalogue import Catalogue
+
+GB = 1e9
+DAYS_PER_MONTH = 30.0
+
+
+@dataclass
+class LocationDay:
+    objects: int = 0
+    gb_days: float = 0.0
+    get_requests: int = 0
+    put_requests: int = 0
+    retrieval_gb: float = 0.0
+    egress_gb: float = 0.0
+    egress_usd: float = 0.0
+    early_deletion_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class Copy:
+    """Bytes copied from `src` to `dst` by a move (egress is billed by the source)."""
+
+    day: int  # days since epoch
+    src: str
+    dst: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class DroppedReplica:
+    day: int
+    location: str
+    bytes: int
+    days_held: float
+
+
+@dataclass
+class LedgerInput:
+    # (day, location) -> usage
+    usage: dict[tuple[int, str], LocationDay] = field(default_factory=dict)
+    copies: list[Copy] = field(default_factory=list)
+    dropped: list[DroppedReplica] = field(default_factory=list)
+
+
+def monitoring_usd_per_1k(loc) -> float:
+    return float(getattr(loc, "monitoring_usd_per_1k_objects", 0.0) or 0.0)
+
+
+def ledger_rows(inp: LedgerInput, catalogue: Catalogue) -> list[dict]:
+    """One row per (day, location) with usage; unknown locations are skipped (they cannot be priced)."""
+    known = {loc.id: loc for loc in catalogue.locations}
+    usage = {k: LocationDay(**vars(v)) for k, v in inp.usage.items()}
+    for c in inp.copies:
+        if c.src not in known or c.dst not in known:
+            continue
+        u = usage.setdefault((c.day, c.src), LocationDay())
+        u.egress_gb += c.bytes / GB
+        u.egress_usd += c.bytes / GB * catalogue.egress_usd_gb(c.src, c.dst)
+    for d in inp.dropped:
+        loc = known.get(d.location)
+        if loc is None:
+            continue
+        remaining = max(0.0, loc.min_storage_days - d.days_held)
+        billable = max(d.bytes, loc.min_billable_bytes) / GB
+        usage.setdefault((d.day, d.location), LocationDay()).early_deletion_usd += (
+            billable * loc.storage_usd_gb_month / DAYS_PER_MONTH * remaining)
+    rows = []
+    for (day, location), u in sorted(usage.items()):
+        loc = known.get(location)
+        if loc is None:
+            continue
+        storage = u.gb_days * loc.storage_usd_gb_month / DAYS_PER_MONTH
+        request = u.get_requests / 1000 * loc.get_usd_per_1k + u.put_requests / 1000 * loc.put_usd_per_1k
+        retrieval = u.retrieval_gb * loc.retrieval_usd_gb
+        monitoring = u.objects / 1000 * monitoring_usd_per_1k(loc) / DAYS_PER_MONTH
+        rows.append({
+            "day": day, "location": location, "provider": loc.provider, "tier": loc.tier,
+            "objects": u.objects, "gb_days": u.gb_days, "get_requests": u.get_requests,
+            "put_requests": u.put_requests, "retrieval_gb": u.retrieval_gb, "egress_gb": u.egress_gb,
+            "storage_usd": storage, "request_usd": request, "retrieval_usd": retrieval,
+            "egress_usd": u.egress_usd, "early_deletion_usd": u.early_deletion_usd,
+            "monitoring_usd": monitoring,
+            "total_usd": storage + request + retrieval + u.egress_usd + u.early_deletion_usd + monitoring,
+        })
+    return rows
+
+
+def latency_ms(loc) -> float:
+    """Time to first byte of a location; archive tiers need a restore first."""
+    return float(loc.first_byte_ms) + float(loc.restore_hours) * 3600 * 1000
+
+
+def all_hot_location(catalogue: Catalogue, location_id: str):
+    """The hot tier standing in for `location_id` in the all-hot baseline: same provider and region, no
+    restore, no minimum storage duration; the most expensive such tier (the default a user would pick)."""
+    loc = catalogue.location(location_id)
+    hot = [c for c in catalogue.locations if c.provider == loc.provider and c.region == loc.region
+           and not c.archive and c.min_storage_days == 0]
+    return max(hot, key=lambda c: c.storage_usd_gb_month) if hot else loc
+
+
+@dataclass(frozen=True)
+class LocationUsage:
+    """Monthly usage of one location: stored bytes now and request volume per month."""
+
+    location: str
+    objects: int
+    billable_bytes: float
+    gets_month: float
+    puts_month: float
+    retrieval_gb_month: float
+
+
+def monthly_cost(u: LocationUsage, loc) -> float:
+    return (u.billable_bytes / GB * loc.storage_usd_gb_month
+            + u.gets_month / 1000 * loc.get_usd_per_1k + u.puts_month / 1000 * loc.put_usd_per_1k
+            + u.retrieval_gb_month * loc.retrieval_usd_gb
+            + u.objects / 1000 * monitoring_usd_per_1k(loc))
+
+
+def all_hot_comparison(usage: list[LocationUsage], catalogue: Catalogue) -> tuple[float, float]:
+    """(current $/month, all-hot baseline $/month) for the same objects and request volume."""
+    current = baseline = 0.0
+    known = {loc.id for loc in catalogue.locations}
+    for u in usage:
+        if u.location not in known:
+            continue
+        current += monthly_cost(u, catalogue.location(u.location))
+        baseline += monthly_cost(u, all_hot_location(catalogue, u.location))
+    return current, baseline

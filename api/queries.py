@@ -1,0 +1,263 @@
+"""The API's reads from the analytics store. Every value from a request is a `{name:Type}` parameter; the only
+things spliced into SQL text are table names from `schemas.tables` and fixed fragments chosen from whitelists."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from api.store import AnalyticsStore
+from schemas import tables as t
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, shape: tuple[type, ...]) -> list[Any]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        values = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadCursor("cursor is not one this API issued") from exc
+    if not isinstance(values, list) or len(values) != len(shape):
+        raise BadCursor("cursor is not one this API issued")
+    out = []
+    for v, ty in zip(values, shape):
+        if ty is float and isinstance(v, (int, float)) and not isinstance(v, bool):
+            out.append(float(v))
+        elif ty is str and isinstance(v, str):
+            out.append(v)
+        else:
+            raise BadCursor("cursor is not one this API issued")
+    return out
+
+
+def schema_versions(store: AnalyticsStore) -> list[int]:
+    return [r["version"] for r in store.query(
+        f"SELECT version FROM {store.table(t.SCHEMA_MIGRATIONS)} FINAL ORDER BY version")]
+
+
+# --- objects -------------------------------------------------------------------------------------------------
+# sort name -> SQL expression of the numeric sort value (None: by bucket, key only)
+OBJECT_SORTS: dict[str, str | None] = {
+    "key": None,
+    "size": "toFloat64(size)",
+    "-size": "-toFloat64(size)",
+    "updated_at": "toFloat64(updated_at)",
+    "-updated_at": "-toFloat64(updated_at)",
+}
+
+
+def list_objects(store: AnalyticsStore, *, bucket: str | None, prefix: str | None, provider: str | None,
+                 tier: str | None, min_p_hot: float | None, max_p_hot: float | None, sort: str,
+                 cursor: str | None, limit: int) -> tuple[list[dict], str | None]:
+    sort_expr = OBJECT_SORTS[sort]
+    where = ["NOT deleted"]
+    params: dict[str, Any] = {"limit": limit + 1}
+    if bucket is not None:
+        where.append("bucket = {bucket:String}")
+        params["bucket"] = bucket
+    if prefix:
+        where.append("startsWith(key, {prefix:String})")
+        params["prefix"] = prefix
+    if provider is not None:
+        where.append("arrayExists(l -> splitByChar(':', l)[1] = {provider:String}, locations)")
+        params["provider"] = provider
+    if tier is not None:
+        where.append("arrayExists(l -> splitByChar(':', l)[3] = {tier:String}, locations)")
+        params["tier"] = tier
+    if min_p_hot is not None or max_p_hot is not None:
+        cond = []
+        if min_p_hot is not None:
+            cond.append("p_hot >= {min_p_hot:Float64}")
+            params["min_p_hot"] = min_p_hot
+        if max_p_hot is not None:
+            cond.append("p_hot <= {max_p_hot:Float64}")
+            params["max_p_hot"] = max_p_hot
+        where.append(f"(bucket, key) IN (SELECT bucket, key FROM {store.table(t.OBJECT_HEAT_LATEST)} FINAL "
+                     f"WHERE {' AND '.join(cond)})")
+    sv = sort_expr or "0.0"
+    if cursor:
+        if sort_expr is None:
+            cb, ck = decode_cursor(cursor, (str, str))
+            where.append("(bucket, key) > ({cb:String}, {ck:String})")
+        else:
+            cv, cb, ck = decode_cursor(cursor, (float, str, str))
+            where.append(f"({sv}, bucket, key) > ({{cv:Float64}}, {{cb:String}}, {{ck:String}})")
+            params["cv"] = cv
+        params["cb"], params["ck"] = cb, ck
+    order = "bucket, key" if sort_expr is None else f"{sv}, bucket, key"
+    page = f"""SELECT bucket, key, version, size, locations, updated_at, {sv} AS sort_value
+               FROM {store.table(t.PLACEMENTS)} FINAL WHERE {' AND '.join(where)}
+               ORDER BY {order} LIMIT {{limit:UInt32}}"""
+    rows = store.query(
+        f"""WITH page AS ({page})
+        SELECT p.bucket AS bucket, p.key AS key, p.version AS version, p.size AS size, p.locations AS locations,
+               toFloat64(p.updated_at) AS updated_at, p.sort_value AS sort_value,
+               h.p_hot AS p_hot, h.reads AS reads, if(h.key = '', NULL, toFloat64(h.last_access)) AS last_access,
+               h.key != '' AS has_heat
+        FROM page AS p
+        LEFT JOIN (SELECT bucket, key, p_hot, reads, last_access FROM {store.table(t.OBJECT_HEAT_LATEST)} FINAL
+                   WHERE (bucket, key) IN (SELECT bucket, key FROM page)) AS h
+          ON h.bucket = p.bucket AND h.key = p.key
+        ORDER BY p.sort_value, p.bucket, p.key""",
+        params,
+    )
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = encode_cursor(
+            [last["bucket"], last["key"]] if sort_expr is None else [last["sort_value"], last["bucket"], last["key"]]
+        )
+    for r in rows:
+        if not r.pop("has_heat"):
+            r["p_hot"] = r["reads"] = r["last_access"] = None
+        r.pop("sort_value", None)
+    return rows, next_cursor
+
+
+def object_placement(store: AnalyticsStore, bucket: str, key: str) -> dict | None:
+    rows = store.query(
+        f"""SELECT bucket, key, version, replicas, toFloat64(updated_at) AS updated_at, deleted
+            FROM {store.table(t.PLACEMENTS)} FINAL WHERE bucket = {{b:String}} AND key = {{k:String}}""",
+        {"b": bucket, "k": key})
+    if not rows:
+        return None
+    r = rows[0]
+    r["replicas"] = json.loads(r["replicas"])
+    return r
+
+
+def object_heat(store: AnalyticsStore, bucket: str, key: str, limit: int) -> list[dict]:
+    rows = store.query(
+        f"""SELECT toFloat64(as_of) AS as_of, read_heat, write_heat, reads, writes, p_hot
+            FROM {store.table(t.OBJECT_HEAT)} FINAL WHERE bucket = {{b:String}} AND key = {{k:String}}
+            ORDER BY as_of DESC LIMIT {{n:UInt32}}""",
+        {"b": bucket, "k": key, "n": limit})
+    return rows[::-1]
+
+
+def object_access(store: AnalyticsStore, bucket: str, key: str, limit: int) -> list[dict]:
+    rows = store.query(
+        f"""SELECT toFloat64(toUnixTimestamp(hour)) AS hour, gets, puts, heads, deletes, bytes_read, bytes_written
+            FROM {store.table(t.ACCESS_HOURLY)} FINAL WHERE bucket = {{b:String}} AND key = {{k:String}}
+            ORDER BY hour DESC LIMIT {{n:UInt32}}""",
+        {"b": bucket, "k": key, "n": limit})
+    return rows[::-1]
+
+
+def object_known(store: AnalyticsStore, bucket: str, key: str) -> bool:
+    """Known from any source: its catalog entry, a heat snapshot or an access."""
+    rows = store.query(
+        f"""SELECT (SELECT count() FROM {store.table(t.OBJECT_HEAT_LATEST)}
+                    WHERE bucket = {{b:String}} AND key = {{k:String}})
+                 + (SELECT count() FROM {store.table(t.ACCESS_HOURLY)}
+                    WHERE bucket = {{b:String}} AND key = {{k:String}}) AS n""",
+        {"b": bucket, "k": key})
+    return bool(rows and rows[0]["n"])
+
+
+# --- moves and plans ------------------------------------------------------------------------------------------
+_MOVE_COLS = """m.move_id AS move_id, m.plan_id AS plan_id, m.bucket AS bucket, m.key AS key, m.size AS size,
+    m.from_locations AS from_locations, m.to_locations AS to_locations,
+    m.expected_saving_usd AS expected_saving_usd, m.transition_cost_usd AS transition_cost_usd,
+    m.reason AS reason, m.expected_version AS expected_version,
+    if(e.move_id = '', 'planned', e.state) AS status, if(e.move_id = '', NULL, toFloat64(e.at)) AS status_at,
+    e.last_reason AS last_reason"""
+
+
+def _moves_sql(store: AnalyticsStore, move_where: str, status_filter: bool) -> str:
+    return f"""
+        SELECT {_MOVE_COLS}
+        FROM (SELECT * FROM {store.table(t.MOVES)} FINAL WHERE {move_where}) AS m
+        LEFT JOIN (SELECT move_id, argMax(state, (ts, _offset)) AS state, max(ts) AS at,
+                          argMax(reason, (ts, _offset)) AS last_reason
+                   FROM {store.table(t.MOVE_EVENTS)}
+                   WHERE move_id IN (SELECT move_id FROM {store.table(t.MOVES)} WHERE {move_where})
+                   GROUP BY move_id) AS e
+          ON e.move_id = m.move_id
+        {"WHERE status = {status:String}" if status_filter else ""}"""
+
+
+def list_moves(store: AnalyticsStore, *, status: str | None, plan_id: str | None, bucket: str | None,
+               key: str | None, cursor: str | None, limit: int) -> tuple[list[dict], str | None]:
+    where = ["1"]
+    params: dict[str, Any] = {"limit": limit + 1}
+    for name, value in (("plan_id", plan_id), ("bucket", bucket), ("key", key)):
+        if value is not None:
+            where.append(f"{name} = {{{name}:String}}")
+            params[name] = value
+    if cursor:
+        (after,) = decode_cursor(cursor, (str,))
+        where.append("move_id > {after:String}")
+        params["after"] = after
+    if status is not None:
+        params["status"] = status
+    rows = store.query(_moves_sql(store, " AND ".join(where), status is not None)
+                       + " ORDER BY move_id LIMIT {limit:UInt32}", params)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor([rows[-1]["move_id"]])
+    return rows, next_cursor
+
+
+_PLAN_COLS = """plan_id, toFloat64(created_at) AS created_at, method, candidates, objective_usd, lower_bound_usd,
+    gap, cost_before_usd_month, cost_after_usd_month, moves"""
+
+
+def list_plans(store: AnalyticsStore, *, cursor: str | None, limit: int) -> tuple[list[dict], str | None]:
+    where = "1"
+    params: dict[str, Any] = {"limit": limit + 1}
+    if cursor:
+        c_at, c_id = decode_cursor(cursor, (float, str))
+        where = "(toFloat64(created_at), plan_id) < ({c_at:Float64}, {c_id:String})"
+        params.update(c_at=c_at, c_id=c_id)
+    rows = store.query(
+        f"""SELECT {_PLAN_COLS} FROM {store.table(t.PLANS)} FINAL WHERE {where}
+            ORDER BY created_at DESC, plan_id DESC LIMIT {{limit:UInt32}}""", params)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor([rows[-1]["created_at"], rows[-1]["plan_id"]])
+    return rows, next_cursor
+
+
+def get_plan(store: AnalyticsStore, plan_id: str) -> dict | None:
+    rows = store.query(f"SELECT {_PLAN_COLS} FROM {store.table(t.PLANS)} FINAL WHERE plan_id = {{p:String}}",
+                       {"p": plan_id})
+    return rows[0] if rows else None
+
+
+# --- dead letters ---------------------------------------------------------------------------------------------
+def list_dead_letters(store: AnalyticsStore, *, source_topic: str | None, cursor: str | None,
+                      limit: int) -> tuple[list[dict], str | None]:
+    where = ["1"]
+    params: dict[str, Any] = {"limit": limit + 1}
+    if source_topic is not None:
+        where.append("source_topic = {topic:String}")
+        params["topic"] = source_topic
+    if cursor:
+        c_topic, c_part, c_off = decode_cursor(cursor, (str, float, float))
+        where.append("(_topic, _partition, _offset) > ({ct:String}, {cp:UInt16}, {co:UInt64})")
+        params.update(ct=c_topic, cp=int(c_part), co=int(c_off))
+    rows = store.query(
+        f"""SELECT toFloat64(ts) AS ts, source_topic, partition, offset, reason, payload,
+                   _topic AS t, _partition AS p, _offset AS o
+            FROM {store.table(t.DEAD_LETTERS)} FINAL WHERE {' AND '.join(where)}
+            ORDER BY _topic, _partition, _offset LIMIT {{limit:UInt32}}""", params)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = encode_cursor([last["t"], last["p"], last["o"]])
+    for r in rows:
+        del r["t"], r["p"], r["o"]
+    return rows, next_cursor

@@ -1,0 +1,202 @@
+"""The analytics store: one small interface over embedded chDB and a ClickHouse server (clickhouse-connect).
+
+Both backends speak the same SQL and exchange rows as JSONEachRow, so callers never see which one they use.
+Queries take ClickHouse `{name:Type}` parameters only: user input is never formatted into SQL text.
+
+chDB passes parameter values in ClickHouse's *escaped* text form (as the HTTP interface does), so a backslash,
+tab or newline inside a string would be read as an escape sequence: `_chdb_param` escapes them, which makes a
+key like `a\\nb` match itself and not `a<newline>b`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, Self
+
+from dim.config import Settings
+from schemas.tables import SCHEMA_MIGRATIONS, bootstrap_statements, migration_statements
+
+# Integers as JSON numbers (not quoted strings), times as Unix seconds with fractions.
+_OUTPUT_SETTINGS = {
+    "output_format_json_quote_64bit_integers": 0,
+    "output_format_json_quote_denormals": 0,
+    "date_time_output_format": "unix_timestamp",
+}
+
+
+class StoreError(RuntimeError):
+    """A statement failed in the analytics store."""
+
+
+class Backend(Protocol):
+    def execute(self, sql: str, params: Mapping[str, Any]) -> bytes: ...
+
+    def insert_json_rows(self, table: str, payload: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _escape_text(value: str) -> str:
+    return (value.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+            .replace("\r", "\\r").replace("\0", "\\0"))
+
+
+def _chdb_param(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return _escape_text(value)
+    if isinstance(value, (list, tuple)):
+        # Arrays of numbers only: string elements would need a second, quoted escaping layer.
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise TypeError("array parameters must hold numbers only")
+        return "[" + ",".join(repr(v) for v in value) + "]"
+    if value is None:
+        return "\\N"
+    raise TypeError(f"unsupported parameter type {type(value).__name__}")
+
+
+class ChdbBackend:
+    """Embedded chDB: one session on a data directory that only this process may open."""
+
+    def __init__(self, path: str):
+        from chdb import session
+
+        self._session = session.Session(path)
+        # Serialize statements: one streaming insert must not interleave with a query on the same connection.
+        self._lock = threading.Lock()
+
+    def execute(self, sql: str, params: Mapping[str, Any]) -> bytes:
+        from chdb._exceptions import ChdbError
+
+        with self._lock:
+            try:
+                res = self._session.query(
+                    sql, "JSONEachRow", params={k: _chdb_param(v) for k, v in params.items()}
+                )
+            except (ChdbError, RuntimeError) as exc:
+                raise StoreError(str(exc)) from exc
+        return res.bytes() if hasattr(res, "bytes") else bytes(res or b"")
+
+    def insert_json_rows(self, table: str, payload: bytes) -> None:
+        with self._lock:
+            try:
+                with self._session.send_insert(f"INSERT INTO {table}", "JSONEachRow") as ins:
+                    ins.append(payload)
+                    ins.finish()
+            except RuntimeError as exc:
+                raise StoreError(str(exc)) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._session.close()
+
+
+class ServerBackend:
+    """A ClickHouse server over HTTP (clickhouse-connect); server-side parameter binding."""
+
+    def __init__(self, settings: Settings):
+        from urllib.parse import urlparse
+
+        import clickhouse_connect
+
+        ch = settings.clickhouse
+        url = urlparse(ch.url)
+        self._client = clickhouse_connect.get_client(
+            host=url.hostname or "127.0.0.1", port=url.port or 8123, secure=url.scheme == "https",
+            username=ch.user, password=ch.password.get_secret_value(), autogenerate_session_id=False,
+        )
+        self._lock = threading.Lock()  # a clickhouse-connect client is not safe for concurrent use
+
+    def execute(self, sql: str, params: Mapping[str, Any]) -> bytes:
+        from clickhouse_connect.driver.exceptions import ClickHouseError
+
+        with self._lock:
+            try:
+                return self._client.raw_query(sql, parameters=dict(params), fmt="JSONEachRow")
+            except ClickHouseError as exc:
+                raise StoreError(str(exc)) from exc
+
+    def insert_json_rows(self, table: str, payload: bytes) -> None:
+        from clickhouse_connect.driver.exceptions import ClickHouseError
+
+        with self._lock:
+            try:
+                self._client.raw_insert(table, insert_block=payload, fmt="JSONEachRow")
+            except ClickHouseError as exc:
+                raise StoreError(str(exc)) from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _settings_clause(sql: str) -> str:
+    if " SETTINGS " in sql.upper() or not sql.lstrip().upper().startswith(("SELECT", "WITH")):
+        return sql
+    return sql + " SETTINGS " + ", ".join(
+        f"{k} = {v if isinstance(v, int) else repr(v)}" for k, v in _OUTPUT_SETTINGS.items()
+    )
+
+
+class AnalyticsStore:
+    """Tables are named without the database; the store qualifies them (`table(name)`)."""
+
+    def __init__(self, backend: Backend, database: str):
+        self.backend = backend
+        self.database = database
+
+    @classmethod
+    def open(cls, settings: Settings) -> AnalyticsStore:
+        if settings.clickhouse.mode == "server":
+            return cls(ServerBackend(settings), settings.clickhouse.database)
+        settings.chdb_path.mkdir(parents=True, exist_ok=True)
+        return cls(ChdbBackend(str(settings.chdb_path)), settings.clickhouse.database)
+
+    def table(self, name: str) -> str:
+        return f"{self.database}.{name}"
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- schema -----------------------------------------------------------------------------------------
+    def migrate(self) -> list[int]:
+        """Apply the migrations not yet recorded in schema_migrations; returns the versions applied now."""
+        for stmt in bootstrap_statements(self.database):
+            self.command(stmt)
+        done = {r["version"] for r in self.query(
+            f"SELECT version FROM {self.table(SCHEMA_MIGRATIONS)} FINAL")}
+        applied = []
+        for version, description, stmts in migration_statements(self.database):
+            if version in done:
+                continue
+            for stmt in stmts:  # each statement is idempotent (IF NOT EXISTS): a crash mid-way is re-runnable
+                self.command(stmt)
+            self.insert(SCHEMA_MIGRATIONS, [{"version": version, "description": description}])
+            applied.append(version)
+        return applied
+
+    # --- data -------------------------------------------------------------------------------------------
+    def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self.backend.execute(sql, params or {})
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        raw = self.backend.execute(_settings_clause(sql), params or {})
+        return [json.loads(line) for line in raw.splitlines() if line.strip()]
+
+    def insert(self, table: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Insert dict rows (column -> JSON-able value) into `table` (unqualified name)."""
+        lines = [json.dumps(r, separators=(",", ":"), ensure_ascii=False, allow_nan=False) for r in rows]
+        if not lines:
+            return 0
+        self.backend.insert_json_rows(self.table(table), ("\n".join(lines) + "\n").encode())
+        return len(lines)
