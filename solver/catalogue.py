@@ -1,14 +1,24 @@
-"""The price catalogue: locations = provider x region x tier, with their prices and limits. Pure data, no I/O
-beyond reading the shipped TOML file."""
+"""The price catalogue: locations = provider x region x tier, with their prices, limits and the source of every
+number. Pure data, no I/O beyond reading the versioned TOML file shipped next to this module."""
 
 from __future__ import annotations
 
+import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 DEFAULT_PATH = Path(__file__).with_name("catalogue.toml")
+
+TIER_CLASSES = ("hot", "cool", "cold", "archive")
+# Field groups of a location that must each name a source.
+SOURCED_GROUPS = ("storage", "retrieval", "requests", "limits", "latency")
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class CatalogueError(ValueError):
+    """The catalogue file is inconsistent (unknown source, bad id, duplicate location, ...)."""
 
 
 @dataclass(frozen=True)
@@ -22,6 +32,11 @@ class Location:
     min_billable_bytes: int
     first_byte_ms: float
     restore_hours: float = 0.0
+    name: str = ""
+    tier_class: str = "hot"
+    # Per-object metadata billed on top of the object (Glacier Flexible / Deep Archive keep ~40 KB per object).
+    overhead_bytes: int = 0
+    src: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def provider(self) -> str:
@@ -36,8 +51,22 @@ class Location:
         return self.id.split(":")[2]
 
     @property
+    def site(self) -> str:
+        """provider:region, the unit egress is priced between."""
+        return f"{self.provider}:{self.region}"
+
+    @property
     def archive(self) -> bool:
-        return self.restore_hours > 0
+        return self.tier_class == "archive" or self.restore_hours > 0
+
+    @property
+    def read_latency_ms(self) -> float:
+        """Time to first byte of a read that finds only this replica (restore time for offline archives)."""
+        return self.first_byte_ms + self.restore_hours * 3_600_000.0
+
+    @property
+    def label(self) -> str:
+        return self.name or self.id
 
     @property
     def bucket(self) -> str:
@@ -50,6 +79,21 @@ class Catalogue:
     version: str
     locations: tuple[Location, ...]
     egress: dict
+    pairs: dict = field(default_factory=dict)  # (src site, dst site) -> $/GB
+    sources: dict = field(default_factory=dict)
+
+    def __hash__(self) -> int:  # frozen dataclass with dict fields: identity is the version + ids
+        return hash((self.version, self.ids))
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(loc.id for loc in self.locations)
+
+    def index(self, location_id: str) -> int:
+        return self.ids.index(location_id)
+
+    def has(self, location_id: str) -> bool:
+        return location_id in self.ids
 
     def location(self, location_id: str) -> Location:
         for loc in self.locations:
@@ -58,16 +102,64 @@ class Catalogue:
         raise KeyError(f"unknown location {location_id!r}")
 
     def egress_usd_gb(self, src: str, dst: str) -> float:
+        """$/GB to copy from location `src` to location `dst` (0 within one provider region)."""
         a, b = self.location(src), self.location(dst)
-        if a.provider == b.provider and a.region == b.region:
+        if a.site == b.site:
             return float(self.egress["same_region"])
+        if (a.site, b.site) in self.pairs:
+            return float(self.pairs[(a.site, b.site)])
         if a.provider == b.provider:
             return float(self.egress["same_provider"])
         return float(self.egress["cross_provider"][a.provider])
 
+    def internet_egress_usd_gb(self, location_id: str) -> float:
+        """$/GB of a read served from `location_id` to a client on the internet."""
+        return float(self.egress["internet"][self.location(location_id).provider])
+
+
+def parse_catalogue(data: dict) -> Catalogue:
+    """Validate and build a catalogue from parsed TOML."""
+    sources = dict(data.get("sources", {}))
+    locs: list[Location] = []
+    seen: set[str] = set()
+    for row in data["location"]:
+        loc = Location(**row)
+        parts = loc.id.split(":")
+        if len(parts) != 3 or not all(parts):
+            raise CatalogueError(f"location id {loc.id!r} is not provider:region:tier")
+        if loc.id in seen:
+            raise CatalogueError(f"duplicate location {loc.id!r}")
+        seen.add(loc.id)
+        if loc.tier_class not in TIER_CLASSES:
+            raise CatalogueError(f"{loc.id}: tier_class {loc.tier_class!r} not in {TIER_CLASSES}")
+        if not _BUCKET_NAME.match(loc.bucket):
+            raise CatalogueError(f"{loc.id}: bucket name {loc.bucket!r} is not a valid S3 bucket name")
+        for group in SOURCED_GROUPS:
+            if loc.src.get(group) not in sources:
+                raise CatalogueError(f"{loc.id}: {group} numbers have no known source ({loc.src.get(group)!r})")
+        numbers = (loc.storage_usd_gb_month, loc.retrieval_usd_gb, loc.get_usd_per_1k, loc.put_usd_per_1k,
+                   loc.min_storage_days, loc.min_billable_bytes, loc.first_byte_ms, loc.restore_hours)
+        if any(n < 0 for n in numbers):
+            raise CatalogueError(f"{loc.id}: negative price or limit")
+        locs.append(loc)
+    egress = dict(data["egress_usd_gb"])
+    for group, source in egress.get("src", {}).items():
+        if source not in sources:
+            raise CatalogueError(f"egress {group}: unknown source {source!r}")
+    pairs = {}
+    for row in data.get("egress", []):
+        if row.get("source") not in sources:
+            raise CatalogueError(f"egress {row.get('src')}->{row.get('dst')}: unknown source {row.get('source')!r}")
+        pairs[(row["src"], row["dst"])] = float(row["usd_gb"])
+    providers = {loc.provider for loc in locs}
+    for table in ("cross_provider", "internet"):
+        missing = providers - set(egress[table])
+        if missing:
+            raise CatalogueError(f"egress {table} has no price for {sorted(missing)}")
+    return Catalogue(version=str(data["version"]), locations=tuple(locs), egress=egress, pairs=pairs,
+                     sources=sources)
+
 
 @lru_cache(maxsize=8)
 def load_catalogue(path: Path | None = None) -> Catalogue:
-    data = tomllib.loads((path or DEFAULT_PATH).read_text())
-    locs = tuple(Location(**row) for row in data["location"])
-    return Catalogue(version=str(data["version"]), locations=locs, egress=data["egress_usd_gb"])
+    return parse_catalogue(tomllib.loads((path or DEFAULT_PATH).read_text()))

@@ -1,0 +1,121 @@
+"""The exact MILP (and the Lagrangian solver against it) on small problems whose answers are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dim.config import SolverSettings
+from solver.catalogue import load_catalogue
+from solver.lagrangian import solve_lagrangian
+from solver.milp import solve_milp
+from solver.synthetic import problem_from_arrays, random_problem
+
+CAT = load_catalogue()
+GIB = float(1 << 30)
+
+
+def _problem(sizes, reads, settings=None, allowed=None, current_ids=None, **kw):
+    settings = settings or SolverSettings()
+    n, L = len(sizes), len(CAT.locations)
+    current = np.zeros((n, L), dtype=bool)
+    for lid in current_ids or settings.initial_locations:
+        current[:, CAT.index(lid)] = True
+    age = np.where(current, 400.0, 0.0)
+    return problem_from_arrays(CAT, settings, np.array(sizes, dtype=float), np.array(reads, dtype=float),
+                               current, age, allowed=allowed, **kw)
+
+
+def _ids(row):
+    return [CAT.locations[l].id for l in np.flatnonzero(row)]
+
+
+def test_cold_object_goes_to_cheap_tiers_and_hot_keeps_a_fast_replica():
+    pb = _problem([10 * GIB, 10 * GIB], [0.0, 500.0])
+    sol = solve_milp(pb)
+    assert sol.status == "optimal" and sol.method == "milp-highs"
+    cold, hot = _ids(sol.chosen[0]), _ids(sol.chosen[1])
+    assert all(CAT.location(l).tier_class in ("cold", "archive") for l in cold), cold
+    assert len({CAT.location(l).provider for l in cold}) == 2
+    # the hot object keeps a replica that answers within the SLA, in a tier without retrieval fees
+    assert any(not CAT.location(l).archive and CAT.location(l).retrieval_usd_gb == 0 for l in hot), hot
+    assert sol.objective < pb.objective(pb.current)
+
+
+def test_soft_sla_penalty_decides_between_restore_and_fast_replica():
+    # 1.5 reads per horizon of an object in two offline archives: staying is cheapest by the bill, so only the
+    # SLA penalty lambda per violating read makes it worth adding a replica that answers in milliseconds.
+    archived = ["aws:us-east-1:deep-archive", "azure:eastus:archive"]
+    cheap_sla = SolverSettings(archive_max_reads=10.0, sla_penalty_usd=0.0)
+    strict_sla = SolverSettings(archive_max_reads=10.0, sla_penalty_usd=1.0)
+    slow = solve_milp(_problem([GIB], [1.5], cheap_sla, current_ids=archived)).chosen[0]
+    fast = solve_milp(_problem([GIB], [1.5], strict_sla, current_ids=archived)).chosen[0]
+    assert all(CAT.location(l).read_latency_ms > 100 for l in _ids(slow)), _ids(slow)
+    assert any(CAT.location(l).read_latency_ms <= 100 for l in _ids(fast)), _ids(fast)
+
+
+def test_archive_is_barred_for_read_objects():
+    pb = _problem([GIB] * 3, [0.2, 1.0, 30.0])
+    sol = solve_milp(pb)
+    for row in sol.chosen:
+        assert not any(CAT.location(l).archive for l in _ids(row))
+
+
+def test_policy_pinned_tier_and_rf3():
+    settings = SolverSettings(replication_factor=3)
+    allowed = np.ones((1, len(CAT.locations)), dtype=bool)
+    allowed[0] = [loc.tier_class == "cool" for loc in CAT.locations]
+    pb = _problem([GIB], [0.0], settings, allowed=allowed)
+    sol = solve_milp(pb)
+    chosen = _ids(sol.chosen[0])
+    assert len(chosen) == 3 and {CAT.location(l).provider for l in chosen} == {"aws", "azure", "gcp"}
+    assert all(CAT.location(l).tier_class == "cool" for l in chosen)
+
+
+def test_capacity_and_move_budget_are_respected():
+    pb = _problem([GIB, 2 * GIB, 4 * GIB], [0.0, 0.0, 0.0], budget_bytes=2 * GIB)
+    sol = solve_milp(pb)
+    assert pb.violations(sol.chosen) == []
+    # each object needs 2 new replicas to reach the cheapest pair, the 2 GiB budget fits only the 1 GiB one fully
+    assert pb.usage(sol.chosen)["bytes"] <= 2 * GIB
+    cap = {"aws:us-east-1:deep-archive": 1.5 * GIB}
+    pb = _problem([GIB, GIB], [0.0, 0.0], capacity=cap)
+    sol = solve_milp(pb)
+    assert sol.chosen[:, CAT.index("aws:us-east-1:deep-archive")].sum() == 1
+    assert pb.violations(sol.chosen) == []
+
+
+def test_cbc_fallback_agrees_with_highs():
+    pb = random_problem(CAT, SolverSettings(), 40, seed=3, budget_fraction=0.1)
+    highs, cbc = solve_milp(pb, "highs"), solve_milp(pb, "cbc")
+    assert cbc.method == "milp-cbc"
+    assert cbc.objective == pytest.approx(highs.objective, rel=1e-5)
+
+
+def test_infeasible_budget_is_reported_not_raised():
+    settings = SolverSettings(replication_factor=2)
+    allowed = np.ones((1, len(CAT.locations)), dtype=bool)
+    allowed[0, [CAT.index(x) for x in settings.initial_locations]] = False  # must move, but no budget
+    pb = _problem([GIB], [0.0], settings, allowed=allowed, budget_bytes=0.0)
+    assert solve_milp(pb).status == "infeasible"
+    assert solve_lagrangian(pb).status == "infeasible"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lagrangian_matches_milp_within_its_certified_gap(seed):
+    caps = {"azure:eastus:hot": 0.01, "aws:us-east-1:deep-archive": 0.05}
+    pb = random_problem(CAT, SolverSettings(), 400, seed=seed, budget_fraction=0.05, capacity_fraction=caps)
+    exact = solve_milp(pb)
+    lag = solve_lagrangian(pb)
+    assert pb.violations(lag.chosen) == []
+    assert lag.lower_bound <= exact.objective * (1 + 1e-7)
+    assert lag.objective >= exact.lower_bound * (1 - 1e-7)
+    assert lag.objective == pytest.approx(pb.objective(lag.chosen))
+    assert lag.gap <= 0.01
+
+
+def test_lagrangian_is_exact_without_coupling():
+    pb = random_problem(CAT, SolverSettings(), 300, seed=5)
+    lag, exact = solve_lagrangian(pb), solve_milp(pb)
+    assert lag.gap == 0.0
+    assert lag.objective == pytest.approx(exact.objective, rel=1e-6)

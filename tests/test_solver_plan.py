@@ -1,0 +1,185 @@
+"""plan_placements: what moves it emits, what it skips, and properties that must hold for any input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from dim.config import SolverPolicy, SolverSettings
+from schemas import Candidate, Placement, Replica
+from solver.catalogue import load_catalogue
+from solver.plan import plan_placements, plan_with_details, policy_for, policy_mask
+
+CAT = load_catalogue()
+NOW = 1_800_000_000.0
+DAY = 86_400.0
+GIB = 1 << 30
+IDS = [loc.id for loc in CAT.locations]
+
+
+def cand(key, size=GIB, reads=0.0, idle_days=40.0, p_hot=0.02, bucket="b", growing=False, as_of=NOW):
+    return Candidate(bucket=bucket, key=key, as_of=as_of, size=size, read_heat={"1d": reads}, write_heat={},
+                     p_hot=p_hot, expected_reads=reads, horizon_s=DAY, first_seen=NOW - 400 * DAY,
+                     last_access=NOW - idle_days * DAY, growing=growing)
+
+
+def placed(c, locations, age_days=400.0, version=4):
+    return Placement(bucket=c.bucket, key=c.key, version=version, updated_at=NOW,
+                     replicas=[Replica(location=loc, size=c.size, created_at=NOW - age_days * DAY)
+                               for loc in locations])
+
+
+def test_cold_object_moves_with_a_readable_reason():
+    s = SolverSettings()
+    c = cand("cold")
+    plan = plan_placements([c], {("b", "cold"): placed(c, s.initial_locations)}, CAT, s, NOW)
+    assert plan.method == "milp-highs" and plan.gap is not None and plan.gap <= 1e-6
+    [move] = plan.moves
+    assert move.from_locations == s.initial_locations
+    assert len(move.to_locations) == 2 and move.expected_version == 4 and move.plan_id == plan.plan_id
+    assert move.expected_saving_usd > move.transition_cost_usd > 0
+    assert "p_hot 0.02, 40 days since last read" in move.reason and "saves $" in move.reason
+    assert plan.cost_after_usd_month < plan.cost_before_usd_month
+
+
+def test_move_only_where_it_pays_off():
+    s = SolverSettings()
+    # a tiny object: moving it costs request fees that the storage saving never earns back in 30 days
+    tiny = cand("tiny", size=100)
+    # a freshly written Glacier IR replica: dropping it now costs its early-deletion charge
+    fresh = cand("fresh", reads=0.0)
+    current = {("b", "tiny"): placed(tiny, s.initial_locations),
+               ("b", "fresh"): placed(fresh, ["aws:us-east-1:glacier-ir", "gcp:us-east1:coldline"], age_days=1)}
+    plan = plan_placements([tiny, fresh], current, CAT, s, NOW)
+    assert [m.key for m in plan.moves] == []
+
+
+def test_skips_are_counted_not_planned():
+    s = SolverSettings()
+    ok, growing, missing, unknown = cand("ok"), cand("g", growing=True), cand("missing"), cand("unknown")
+    current = {("b", "ok"): placed(ok, s.initial_locations), ("b", "g"): placed(growing, s.initial_locations),
+               ("b", "unknown"): placed(unknown, ["aws:mars-1:standard", "gcp:us-east1:standard"])}
+    result = plan_with_details([ok, growing, missing, unknown], current, CAT, s, NOW)
+    assert result.skipped == {"growing": 1, "no_catalog_entry": 1, "unknown_location": 1}
+    assert [m.key for m in result.plan.moves] == ["ok"]
+    assert result.plan.candidates == 4
+
+
+def test_newest_candidate_per_object_wins():
+    s = SolverSettings()
+    old = cand("x", reads=500.0, as_of=NOW - 100)
+    new = cand("x", reads=0.0, as_of=NOW)
+    plan = plan_placements([new, old], {("b", "x"): placed(new, s.initial_locations)}, CAT, s, NOW)
+    [move] = plan.moves
+    assert all(CAT.location(loc).tier_class in ("cold", "archive") for loc in move.to_locations)
+
+
+def test_object_below_rf_is_repaired():
+    s = SolverSettings()
+    c = cand("lonely", reads=5.0)
+    plan = plan_placements([c], {("b", "lonely"): placed(c, ["aws:us-east-1:standard"])}, CAT, s, NOW)
+    [move] = plan.moves
+    assert len(move.to_locations) == 2 and "break RF 2" in move.reason
+
+
+def test_policies_longest_prefix_and_mask():
+    pols = [SolverPolicy(prefix="b/", allowed_providers=["aws", "gcp"]),
+            SolverPolicy(prefix="b/legal/", pinned_tier="hot", min_replication_factor=3, allow_archive=False)]
+    assert policy_for("b/legal/x", pols).prefix == "b/legal/"
+    assert policy_for("b/other", pols).prefix == "b/"
+    assert policy_for("c/other", pols) is None
+    mask = policy_mask(CAT, pols[1])
+    assert {CAT.locations[i].tier_class for i in np.flatnonzero(mask)} == {"hot"}
+    s = SolverSettings(policies=pols)
+    c = cand("legal/doc")
+    plan = plan_placements([c], {("b", "legal/doc"): placed(c, s.initial_locations)}, CAT, s, NOW)
+    [move] = plan.moves
+    assert sorted(move.to_locations) == ["aws:us-east-1:standard", "azure:eastus:hot", "gcp:us-east1:standard"]
+
+
+# ---- properties ------------------------------------------------------------------------------------------------
+
+@st.composite
+def batches(draw):
+    n = draw(st.integers(1, 12))
+    rf = draw(st.integers(1, 3))
+    policies = draw(st.lists(st.builds(
+        SolverPolicy, prefix=st.sampled_from(["b/a", "b/b", "b/ab"]),
+        allowed_providers=st.one_of(st.none(), st.sampled_from([["aws", "gcp"], ["azure", "aws"], ["gcp"]])),
+        pinned_tier=st.one_of(st.none(), st.sampled_from(["hot", "cool", "cold", "glacier-ir"])),
+        min_replication_factor=st.one_of(st.none(), st.integers(1, 3)),
+        allow_archive=st.booleans()), max_size=3))
+    caps = draw(st.dictionaries(st.sampled_from(IDS), st.integers(0, 8 * GIB), max_size=3))
+    budget = draw(st.one_of(st.none(), st.integers(0, 6 * GIB)))
+    s = SolverSettings(replication_factor=rf, policies=policies, capacity_bytes=caps, move_budget_bytes=budget,
+                       milp_max_objects=draw(st.sampled_from([0, 1000])))  # both methods
+    cands, current = [], {}
+    for i in range(n):
+        key = draw(st.sampled_from(["a", "b", "ab", "c"])) + str(i)
+        c = cand(key, size=draw(st.integers(0, 2 * GIB)), reads=draw(st.sampled_from([0.0, 0.01, 0.5, 3.0, 200.0])),
+                 idle_days=draw(st.floats(0, 400)))
+        locs = draw(st.lists(st.sampled_from(IDS), min_size=1, max_size=3, unique=True))
+        current[("b", key)] = placed(c, locs, age_days=draw(st.floats(0, 400)))
+        cands.append(c)
+    return s, cands, current
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches())
+def test_plans_keep_rf_policies_capacity_and_never_cost_more_than_staying(batch):
+    s, cands, current = batch
+    result = plan_with_details(cands, current, CAT, s, NOW)
+    plan = result.plan
+    final = {k: p.locations for k, p in current.items()}
+    for m in plan.moves:
+        policy = policy_for(f"{m.bucket}/{m.key}", s.policies)
+        rf = max(s.replication_factor, (policy.min_replication_factor or 0) if policy else 0)
+        assert len(m.to_locations) == rf == len(set(m.to_locations))
+        mask = policy_mask(CAT, policy)
+        assert all(mask[CAT.index(loc)] for loc in m.to_locations)
+        providers = [CAT.location(loc).provider for loc in m.to_locations]
+        n_prov = len({CAT.locations[i].provider for i in np.flatnonzero(mask)})
+        if rf <= n_prov:
+            assert len(set(providers)) == len(providers)
+        assert m.from_locations == current[(m.bucket, m.key)].locations
+        final[(m.bucket, m.key)] = m.to_locations
+    sol = result.solution
+    if sol is not None and np.isfinite(sol.objective):
+        assert plan.objective_usd == pytest.approx(sol.objective)
+        assert sol.lower_bound is None or sol.lower_bound <= sol.objective + 1e-9
+    # capacity: the planned objects' bytes per location never grow past the capacity (a location that already
+    # was over it may only shrink); the bytes copied stay within the move budget
+    sizes = {(c.bucket, c.key): c.size for c in cands}
+    for lid, cap in s.capacity_bytes.items():
+        before = sum(sizes[k] for k in result.keys if lid in current[k].locations)
+        after = sum(sizes[k] for k in result.keys if lid in final[k])
+        assert after <= max(cap, before)
+    if s.move_budget_bytes is not None:
+        assert sum(m.size * len(m.added) for m in plan.moves) <= s.move_budget_bytes
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 4 * GIB), st.sampled_from([0.0, 0.3, 2.0, 50.0]), st.floats(0, 400)),
+                min_size=1, max_size=8), st.sampled_from([0, 1000]))
+def test_plan_never_costs_more_than_keeping_by_its_own_account(objs, milp_max):
+    s = SolverSettings(milp_max_objects=milp_max, move_budget_bytes=2 * GIB)
+    cands = [cand(f"k{i}", size=size, reads=reads) for i, (size, reads, _) in enumerate(objs)]
+    current = {("b", c.key): placed(c, s.initial_locations, age_days=age) for c, (_, _, age) in zip(cands, objs)}
+    result = plan_with_details(cands, current, CAT, s, NOW)
+    keep_cost = result.problem.objective(result.problem.current)
+    assert result.plan.objective_usd <= keep_cost + 1e-9
+    # in the plan's own figures: what the moves save over the horizon pays for their transitions
+    saving = sum(m.expected_saving_usd for m in result.plan.moves)
+    transitions = sum(m.transition_cost_usd for m in result.plan.moves)
+    assert saving >= transitions - 1e-9
+
+
+@pytest.mark.parametrize("milp_max", [0, 1000])
+def test_capacity_setting_limits_where_objects_go(milp_max):
+    s = SolverSettings(capacity_bytes={"aws:us-east-1:deep-archive": int(2.5 * GIB)}, milp_max_objects=milp_max)
+    cands = [cand(f"c{i}") for i in range(4)]
+    current = {("b", c.key): placed(c, s.initial_locations) for c in cands}
+    plan = plan_placements(cands, current, CAT, s, NOW)
+    into_deep = [m for m in plan.moves if "aws:us-east-1:deep-archive" in m.to_locations]
+    assert len(plan.moves) == 4 and len(into_deep) == 2
