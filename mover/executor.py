@@ -128,13 +128,13 @@ class MoveExecutor:
             self._record(move, problem[0], reason=problem[1], with_move=True)
             return MoveOutcome(move.move_id, problem[0], problem[1])
         self._record(move, S.PLANNED, base_version=current.version, with_move=True)
-        return self._continue(move, current.version, current)
+        return self._continue(move, current.version, current, etag=got[1])
 
     def _continue(self, move: Move, base_version: int, current: Placement | None = None,
-                  resumed: bool = False) -> MoveOutcome:
+                  resumed: bool = False, etag: str | None = None) -> MoveOutcome:
         if current is None:
             got = self.catalog.get(move.bucket, move.key)
-            current = got[0] if got else None
+            current, etag = got if got else (None, None)
         new_replicas: dict[str, Replica] = {}
         placement: Placement | None = None
         try:
@@ -150,9 +150,9 @@ class MoveExecutor:
                     for loc in move.added:  # verified before a restart: re-check what is stored
                         if loc not in new_replicas:
                             new_replicas[loc] = self._stored_replica(move, current, loc)
-                    placement = self._commit(move, base_version, new_replicas)
+                    placement = self._commit(move, base_version, new_replicas, current, etag)
                 elif step.kind is StepKind.DELETE:
-                    self._delete_dropped(move)
+                    self._delete_dropped(move, placement)
                 elif step.kind is StepKind.DONE:
                     return self._outcome_of(move.move_id, self.journal.entry(move.move_id)) if placement is None \
                         else MoveOutcome(move.move_id, S.DELETED, "", self._copied_bytes(move), placement)
@@ -166,11 +166,29 @@ class MoveExecutor:
             committed = protocol.progress_of(self._events(move)).committed
             return self._end(move, S.FAILED, exc.reason, rollback=not committed)
 
-    def _expected_source(self, move: Move, current: Placement, target: str) -> tuple[Replica, ObjectInfo]:
-        """The replica to copy from and its HEAD, after the growing checks."""
-        src = protocol.choose_source(
+    def _source_replica(self, current: Placement, target: str) -> Replica:
+        return protocol.choose_source(
             current, target, {r.location: self.store.same_endpoint(r.location, target) for r in current.replicas},
             {r.location: self.store.is_archive(r.location) for r in current.replicas})
+
+    def _copy_small(self, move: Move, src: Replica, target: str, rkey: str) -> None:
+        """One GET conditional on the catalog's ETag (so the bytes are exactly the catalogued version: nothing
+        can change "during" a single response) and one PUT whose ETag proves the store got those bytes."""
+        def admit(view: protocol.SourceView) -> None:
+            reason = protocol.growing_reason(view, src, self.clock(), self.settings.mover.growing_window_s)
+            if reason:
+                raise SourceChanged(reason.removeprefix("file_growing: "))
+
+        self._record(move, S.COPYING, location=target)
+        result = self.store.copy_small(src.location, target, rkey, src.etag, src.sha256, admit,
+                                       progress=self._progress(move, target))
+        with self._lock:
+            self._copies[(move.move_id, target)] = result
+        self._record(move, S.COPIED, location=target, nbytes=result.size, sha256=result.sha256)
+
+    def _expected_source(self, move: Move, current: Placement, target: str) -> tuple[Replica, ObjectInfo]:
+        """The replica to copy from and its HEAD, after the growing checks."""
+        src = self._source_replica(current, target)
         rkey = replica_key(move.bucket, move.key)
         info = self.store.head(src.location, rkey)
         if info is None:
@@ -192,6 +210,11 @@ class MoveExecutor:
         rkey = replica_key(move.bucket, move.key)
         if interrupted:  # a copy cut short by a crash may have left a multipart upload open
             self.store.abort_uploads(target, rkey)
+        src = self._source_replica(current, target)
+        if (src.etag and src.sha256 and not self.store.is_archive(src.location)
+                and self.store.single_request_copy(src.location, target, src.size)):
+            self._copy_small(move, src, target, rkey)
+            return
         src, before = self._expected_source(move, current, target)
         sha = src.sha256 or before.sha256
         self._record(move, S.COPYING, location=target)
@@ -210,6 +233,15 @@ class MoveExecutor:
         expected_size = src.size if src else 0
         with self._lock:
             result = self._copies.pop((move.move_id, target), None)
+        if result is not None and result.single_put and result.sha256:
+            if expected_size and result.size != expected_size:
+                raise VerificationFailed(f"verify {target}: size {result.size} != {expected_size}")
+            if expected_sha and result.sha256 != expected_sha:
+                raise VerificationFailed(f"checksum_mismatch at {target}: sha256 {result.sha256} != {expected_sha}")
+            self._record(move, S.VERIFIED, location=target, nbytes=result.size, sha256=result.sha256)
+            now = self.clock()
+            return Replica(location=target, etag=result.etag, sha256=result.sha256, size=result.size,
+                           created_at=now, verified_at=now)
         stored = self.store.head(target, rkey)
         if stored is None:
             raise VerificationFailed(f"verify {target}: the copied replica is missing")
@@ -240,10 +272,14 @@ class MoveExecutor:
         return Replica(location=loc, etag=stored.etag, sha256=verified.sha256, size=stored.size,
                        created_at=verified.ts, verified_at=verified.ts)
 
-    def _commit(self, move: Move, base_version: int, new_replicas: dict[str, Replica]) -> Placement:
-        for _ in range(3):
-            got = self.catalog.get(move.bucket, move.key)
-            current, etag = got if got else (None, None)
+    def _commit(self, move: Move, base_version: int, new_replicas: dict[str, Replica],
+                current: Placement | None = None, etag: str | None = None) -> Placement:
+        """CAS the new replica set onto the entry we planned against. The first try uses the entry read at
+        planning (one request when nothing changed); a conflict re-reads and re-checks."""
+        for attempt in range(4):
+            if attempt or current is None or etag is None:
+                got = self.catalog.get(move.bucket, move.key)
+                current, etag = got if got else (None, None)
             if protocol.commit_happened(move, base_version, current):
                 self._record(move, S.COMMITTED, reason="recovered: commit found in catalog")
                 self._publish_placement(current)
@@ -263,9 +299,12 @@ class MoveExecutor:
             return new
         raise _Stop(self._end(move, S.SKIPPED, "stale_plan: catalog kept changing during the commit"))
 
-    def _delete_dropped(self, move: Move) -> None:
-        got = self.catalog.get(move.bucket, move.key)
-        current = got[0] if got else None
+    def _delete_dropped(self, move: Move, committed: Placement | None = None) -> None:
+        if committed is not None:  # we just wrote it, and we own the object: no need to read it back
+            current = committed
+        else:
+            got = self.catalog.get(move.bucket, move.key)
+            current = got[0] if got else None
         rkey = replica_key(move.bucket, move.key)
         for loc in protocol.deletable(move.dropped, current):
             self.store.delete(loc, rkey)

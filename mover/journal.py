@@ -55,6 +55,8 @@ class MoveJournal:
         self.fsync = settings.mover.journal_fsync if fsync is None else fsync
         self.producer = producer
         self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._written = self._synced = 0
         self._lockfile = open(self.dir / f"moves-{name}.lock", "w")  # noqa: SIM115 - held for our lifetime
         try:
             fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -91,16 +93,29 @@ class MoveJournal:
         line = json.dumps({"event": event.model_dump(mode="json"),
                            "move": move.model_dump(mode="json") if move else None,
                            "base_version": base_version}, separators=(",", ":")) + "\n"
-        with self._lock:
-            if durable:
+        if durable:
+            with self._lock:
                 os.write(self._fd, line.encode())
-                if self.fsync:
-                    os.fsync(self._fd)
+                self._written += 1
+                mine = self._written
                 entry = self.entries.setdefault(event.move_id, JournalEntry())
                 if move is not None:
                     entry.move, entry.base_version = move, base_version
                 entry.events.append(event)
+            if self.fsync:
+                self._sync(mine)
         self.publish(event)
+
+    def _sync(self, upto: int) -> None:
+        """Group commit: one fsync makes every line written before it durable, so threads that wrote while
+        another was syncing share the next fsync instead of queueing one each."""
+        with self._sync_lock:
+            if self._synced >= upto:
+                return
+            with self._lock:
+                target, fd = self._written, self._fd
+            os.fsync(fd)
+            self._synced = target
 
     def publish(self, event: MoveEvent) -> None:
         if self.producer is None:
@@ -125,7 +140,7 @@ class MoveJournal:
         """Rewrite the file without moves that finished more than `keep_finished_s` ago (atomic rename); returns
         the number of moves dropped. Recently finished moves stay so that a redelivered move is recognised."""
         now = time.time() if now is None else now
-        with self._lock:
+        with self._sync_lock, self._lock:
             keep = {mid: e for mid, e in self.entries.items()
                     if not e.finished or now - e.events[-1].ts < keep_finished_s}
             dropped = len(self.entries) - len(keep)
@@ -155,7 +170,7 @@ class MoveJournal:
     def close(self) -> None:
         if self.producer is not None:
             self.producer.flush(30)
-        with self._lock:
+        with self._sync_lock, self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1

@@ -76,6 +76,7 @@ class CopyResult:
     sha256: str  # computed from the bytes streamed; "" for a server-side copy (verify reads it back)
     server_side: bool
     parts: int = 1
+    single_put: bool = False  # one PUT whose answered ETag was checked against the MD5 of the bytes sent
 
 
 def _etag(value: str) -> str:
@@ -252,6 +253,43 @@ class ReplicaStore:
             return self._stream_small(src_loc, dst_loc, key, source, sha256, progress)
         return self._stream_multipart(src_loc, dst_loc, key, source, sha256, progress)
 
+    def single_request_copy(self, src_loc: str, dst_loc: str, size: int) -> bool:
+        """Whether a copy is one GET + one PUT (small, across endpoints)."""
+        return not self.same_endpoint(src_loc, dst_loc) and 0 < size <= self.part_size
+
+    def copy_small(self, src_loc: str, dst_loc: str, key: str, etag: str, sha256: str,
+                   admit: Callable[[object], None], progress: Callable[[int], None] | None = None) -> CopyResult:
+        """GET the whole source If-Match `etag`, let `admit(SourceView)` veto it (growing window), PUT it.
+        The digest is computed from the bytes read; the PUT's ETag must be their MD5."""
+        from mover.protocol import SourceView
+
+        sb, db = self.bucket(src_loc), self.bucket(dst_loc)
+
+        def get(c):
+            resp = c.get_object(Bucket=sb, Key=key, IfMatch=f'"{etag}"')
+            body = resp["Body"]
+            try:
+                data = body.read()
+            finally:
+                body.close()
+            if len(data) != resp["ContentLength"]:
+                raise ConnectionError(f"short read: {len(data)} of {resp['ContentLength']} bytes")
+            return data, SourceView(len(data), _etag(resp["ETag"]), resp["LastModified"].timestamp())
+
+        with self.buffer_slots:
+            data, view = self.call(self.endpoint(src_loc), f"GET {sb}/{key}", get)
+            admit(view)
+            digest = hashlib.sha256(data).hexdigest()
+            md5 = hashlib.md5(data).hexdigest()
+            resp = self.call(self.endpoint(dst_loc), f"PUT {db}/{key}", lambda c: c.put_object(
+                Bucket=db, Key=key, Body=data, Metadata={SHA256_META: sha256}), nbytes=len(data))
+        if _etag(resp["ETag"]) != md5:
+            raise VerificationFailed(f"PUT {db}/{key}: stored ETag {resp['ETag']} != MD5 of the bytes sent {md5}")
+        self.stats["streamed_copies"] += 1
+        if progress:
+            progress(len(data))
+        return CopyResult(len(data), md5, digest, server_side=False, single_put=True)
+
     def _server_copy(self, src_loc, dst_loc, key, source, progress) -> CopyResult:
         sb, db = self.bucket(src_loc), self.bucket(dst_loc)
         resp = self.call(self.endpoint(dst_loc), f"COPY {sb}/{key} -> {db}",
@@ -302,7 +340,7 @@ class ReplicaStore:
         self.stats["streamed_copies"] += 1
         if progress:
             progress(source.size)
-        return CopyResult(source.size, md5, digest, server_side=False)
+        return CopyResult(source.size, md5, digest, server_side=False, single_put=True)
 
     def _stream_multipart(self, src_loc, dst_loc, key, source, sha256, progress) -> CopyResult:
         db = self.bucket(dst_loc)
