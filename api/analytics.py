@@ -26,15 +26,15 @@ def _latest_day(store: AnalyticsStore) -> dt.date | None:
 
 def _day_range(store: AnalyticsStore, from_day: dt.date | None, to_day: dt.date | None,
                default_days: int = 30) -> tuple[dt.date, dt.date] | None:
+    for d in (from_day, to_day):
+        if d is not None and not (MIN_DAY <= d <= MAX_DAY):
+            raise HTTPException(400, f"days must lie between {MIN_DAY} and {MAX_DAY}")
     if to_day is None:
         to_day = _latest_day(store)
         if to_day is None:
             return None
     if from_day is None:
-        from_day = to_day - dt.timedelta(days=default_days - 1)
-    for d in (from_day, to_day):
-        if not (MIN_DAY <= d <= MAX_DAY):
-            raise HTTPException(400, f"days must lie between {MIN_DAY} and {MAX_DAY}")
+        from_day = max(MIN_DAY, to_day - dt.timedelta(days=default_days - 1))
     if from_day > to_day:
         raise HTTPException(400, "from_day is after to_day")
     if (to_day - from_day).days + 1 > MAX_RANGE_DAYS:
@@ -112,7 +112,7 @@ def sla(store: AnalyticsStore, settings, from_ts: float | None, to_ts: float | N
         return Sla(sla_ms=settings.solver.sla_ms, from_ts=None, to_ts=None, violating_reads=0, total_reads=0,
                    by_location=[], events=[])
     if from_ts is None:
-        from_ts = to_ts - 7 * 86400
+        from_ts = max(0.0, to_ts - 7 * 86400)
     if from_ts > to_ts:
         raise HTTPException(400, "from_ts is after to_ts")
     if to_ts - from_ts > MAX_RANGE_DAYS * 86400:

@@ -131,7 +131,7 @@ def test_dead_letters_page(client, populated):
 
 
 def test_costs_savings_sla(client, populated):
-    settings, store, ds = populated
+    _, _, ds = populated
     r = client.get("/costs", params={"group_by": "tier"})
     assert r.status_code == 200, r.text
     costs = r.json()
