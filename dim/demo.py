@@ -106,7 +106,7 @@ def summarize(settings: Settings, store, bucket: str, res: PipelineResult) -> di
     done = store.query(
         f"SELECT count() AS n, sum(bytes) AS b FROM {t('move_events')} FINAL "
         f"WHERE bucket = {{b:String}} AND state = 'deleted'", {"b": bucket})[0]
-    before, after = estate_cost(settings, bucket)
+    before, after = estate_cost(settings, store, bucket)
     return {
         "events_ingested": int(events),
         "objects": res.replay.get("objects", 0),
