@@ -214,3 +214,15 @@ def test_sql_injection_in_every_string_parameter(client, populated):
     # Nothing was dropped or altered.
     assert store.query(f"SELECT count() AS n FROM {store.table(t.PLACEMENTS)} FINAL WHERE bucket = {{b:String}}",
                        {"b": ds.bucket})[0]["n"] == len(ds.keys)
+
+
+def test_report_writes_html_with_charts(populated, tmp_path):
+    from api.report import write_report
+
+    settings, store, ds = populated
+    index = write_report(settings, store, tmp_path / "report")
+    page = index.read_text()
+    pngs = sorted((tmp_path / "report").glob("*.png"))
+    assert len(pngs) >= 8 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert all(f'src="{p.name}"' in page for p in pngs)
+    assert ds.plan_id in page and "checksum mismatch" in page and "all-hot baseline" in page

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import uuid
 from pathlib import Path
 
@@ -15,27 +14,11 @@ import yaml
 from api.ingest import run_ingest
 from api.sample import publish_dataset
 from api.store import AnalyticsStore
+from api.views import dashboard, expand_macros
 from dim.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
-
-
-def expand_macros(sql: str, start: float, end: float, interval_s: int, database: str) -> str:
-    """The grafana-clickhouse-datasource macros, expanded as the plugin does."""
-    d0 = dt.datetime.fromtimestamp(start, dt.UTC).date().isoformat()
-    d1 = dt.datetime.fromtimestamp(end, dt.UTC).date().isoformat()
-    sql = re.sub(r"\$__timeFilter\(([^)]+)\)",
-                 lambda m: f"{m[1]} >= toDateTime({int(start)}) AND {m[1]} <= toDateTime({int(end)})", sql)
-    sql = re.sub(r"\$__dateFilter\(([^)]+)\)",
-                 lambda m: f"{m[1]} >= toDate('{d0}') AND {m[1]} <= toDate('{d1}')", sql)
-    sql = re.sub(r"\$__timeInterval\(([^)]+)\)",
-                 lambda m: f"toStartOfInterval(toDateTime({m[1]}), INTERVAL {interval_s} second)", sql)
-    sql = sql.replace("$__fromTime", f"toDateTime({int(start)})").replace("$__toTime", f"toDateTime({int(end)})")
-    sql = sql.replace("$__interval_s", str(interval_s))
-    sql = sql.replace("${database}", database).replace("$database", database)
-    assert "$" not in sql, f"unexpanded macro or variable in: {sql}"
-    return sql
 
 
 def panel_queries(dashboard: dict) -> list[tuple[str, str]]:
@@ -44,6 +27,13 @@ def panel_queries(dashboard: dict) -> list[tuple[str, str]]:
         for target in panel.get("targets", []):
             out.append((panel["title"], target["rawSql"]))
     return out
+
+
+def test_committed_dashboard_is_the_generated_one():
+    """grafana/dashboards/ is rendered from api.views (the report's views): regenerate with
+    `python -c 'import json; from api.views import dashboard; print(json.dumps(dashboard(), indent=2))'`."""
+    committed = json.loads((ROOT / "grafana/dashboards/data-in-motion.json").read_text())
+    assert committed == dashboard()
 
 
 def test_provisioning_points_at_the_dashboards():
