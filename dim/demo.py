@@ -9,6 +9,7 @@ markers to a stage's output topics once that stage has finished, so the next sta
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import time
@@ -149,19 +150,19 @@ def demo_cmd(trace: Path, time_scale: float, size_scale: float, limit: int | Non
         report_path = _write_report(settings)
     finally:
         if not keep:
+            gc.collect()  # close Kafka clients the stages dropped, before their broker goes away
             stack.down(settings)
     summary = {**res.summary, "seconds": round(time.monotonic() - t0, 1), "stages_s": res.stages_s,
                "trace": str(trace), "time_scale": time_scale, "size_scale": size_scale}
     click.echo(json.dumps(summary, indent=2))
-    if report_path:
-        click.echo(f"report: {report_path}")
+    click.echo(f"report: {report_path.resolve()}")
     if summary["moves_done"] == 0:
         raise click.ClickException("the demo executed no move")
 
 
-def _write_report(settings: Settings) -> Path | None:
-    try:
-        from api.report import write_report
-    except ImportError:
-        return None
-    return write_report(settings, settings.stack.data_dir / "report")
+def _write_report(settings: Settings) -> Path:
+    from api.report import write_report
+    from api.store import AnalyticsStore
+
+    with AnalyticsStore.open(settings) as store:
+        return write_report(settings, store, settings.stack.data_dir / "report")
