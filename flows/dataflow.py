@@ -146,24 +146,34 @@ def process_batch(shard: ShardState, partition: int, batch: list[tuple[int, byte
 
 
 class ShardLogic(StatefulBatchLogic):
+    """One access-topic partition's ShardState inside Bytewax. Bytewax's builder is not told the key, so a new
+    shard is built on its first batch, which carries the partition number (it seeds the shard's model)."""
+
     def __init__(self, make_shard, resume: bytes | None):
-        self.shard: ShardState = pickle.loads(resume) if resume is not None else make_shard()
+        self.make_shard = make_shard
+        self.shard: ShardState | None = pickle.loads(resume) if resume is not None else None
 
     def on_batch(self, values: list[tuple[int, list]]) -> tuple[Iterable[list[Record]], bool]:
         out: list[Record] = []
         for partition, batch in values:
+            if self.shard is None:
+                self.shard = self.make_shard(partition)
             process_batch(self.shard, partition, batch, out)
         return ([out] if out else []), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[list[Record]], bool]:
+        if self.shard is None:
+            return [], StatefulBatchLogic.RETAIN
         emitted: list = []
         self.shard.finish(emitted)
         out: list[Record] = []
         encode_outputs(self.shard, emitted, out)
         return ([out] if out else []), StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> bytes:
+    def snapshot(self) -> bytes | None:
         # bytes are immutable, as Bytewax requires; the whole shard (heat, pending labels, model) is one value.
+        if self.shard is None:
+            return None
         return pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -204,10 +214,10 @@ class KafkaRecordSink(DynamicSink):
 def make_shard_factory(settings: Settings):
     params = FlowParams.from_settings(settings)
 
-    def make_shard() -> ShardState:
+    def make_shard(partition: int) -> ShardState:
         from flows.predict import make_predictor  # noqa: PLC0415 - heavy (River), only when a shard is built
 
-        return ShardState(params, make_predictor(settings))
+        return ShardState(params, make_predictor(settings, shard_id=partition))
 
     return make_shard
 

@@ -1,9 +1,56 @@
-"""Which p_hot predictor a shard uses (placeholder until the River learner lands: the heat-based prior)."""
+"""The shard's p_hot predictor: features -> River model (or the heat prior while it warms up) -> a pending
+prediction that is labelled H later and only then learned. Pure; the flow and the offline evaluators use it alike.
+"""
 
 from __future__ import annotations
 
-from flows.shard import PriorPredictor
+from flows.features import object_features
+from flows.heat import poisson_at_least
+from flows.labels import DelayedLabels, Labelled
+from flows.model import OnlineModel
 
 
-def make_predictor(settings):
-    return PriorPredictor()
+class RiverPredictor:
+    def __init__(self, horizon_s: float, hot_reads: int, seed: int = 0, forest_fraction: float = 0.05,
+                 warmup: int = 200, window: int = 2000, forest_models: int = 5, record: bool = False):
+        self.labels = DelayedLabels(horizon_s, hot_reads)
+        self.model = OnlineModel(seed=seed, forest_fraction=forest_fraction, warmup=warmup, window=window,
+                                 forest_models=forest_models)
+        self.hot_reads = hot_reads
+        # Offline evaluators set record=True and drain `labelled`: (prediction served, label) pairs in label order.
+        self.record = record
+        self.labelled: list[Labelled] = []
+        self.labels_learned = 0
+
+    def on_evaluate(self, shard, key: str, rec, at: float, mu: float) -> float:
+        x = object_features(shard.params.heat, rec, at)
+        p = self.model.predict(x)
+        if p is None:
+            p = poisson_at_least(mu, self.hot_reads)
+        self.labels.add(key, at, x, p)
+        return p
+
+    def on_read(self, key: str, t: float) -> None:
+        self.labels.on_read(key, t)
+
+    def advance(self, watermark: float) -> None:
+        for lab in self.labels.pop_due(watermark):
+            self.model.learn(lab.x, lab.y)
+            self.labels_learned += 1
+            if self.record:
+                self.labelled.append(lab)
+
+
+def make_predictor(settings, shard_id: int = 0, record: bool = False) -> RiverPredictor:
+    f = settings.flow
+    return RiverPredictor(
+        horizon_s=f.horizon_s,
+        hot_reads=f.hot_reads,
+        # Seeded per shard: reproducible, and identical whatever worker the shard runs on.
+        seed=f.model_seed + shard_id,
+        forest_fraction=f.forest_fraction,
+        warmup=f.model_warmup,
+        window=f.model_window,
+        forest_models=f.forest_models,
+        record=record,
+    )

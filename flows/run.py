@@ -63,3 +63,26 @@ def run_flow(
     if until_run and not process_id:
         for topic in OUTPUT_TOPICS:
             publish_end_markers(settings, topic, until_run)
+
+
+def load_shard_states(recovery_dir: Path) -> dict[int, "ShardState"]:  # noqa: F821
+    """The latest recovered ShardState of every shard in a recovery store (inspection and tests; read-only)."""
+    import pickle
+    import sqlite3
+
+    from flows.dataflow import FLOW_NAME
+
+    latest: dict[str, tuple[int, bytes | None]] = {}
+    for part in sorted(Path(recovery_dir).glob("part-*.sqlite3")):
+        con = sqlite3.connect(f"file:{part}?mode=ro", uri=True)
+        try:
+            rows = con.execute(
+                "SELECT state_key, snap_epoch, ser_change FROM snaps WHERE step_id = ?", (f"{FLOW_NAME}.shard",)
+            ).fetchall()
+        finally:
+            con.close()
+        for key, epoch, blob in rows:
+            if key not in latest or epoch > latest[key][0]:
+                latest[key] = (epoch, blob)
+    # Bytewax pickles the value our snapshot() returned, which is itself a pickled ShardState.
+    return {int(k): pickle.loads(pickle.loads(blob)) for k, (_, blob) in latest.items() if blob is not None}

@@ -1,0 +1,70 @@
+"""Delayed labels. Pure; shared by the flow and the offline evaluators.
+
+A prediction made at event time `at` for object o asks: will o get >= k reads in [at, at + H]? Its label is known
+only once the stream has moved past at + H (plus the allowed lateness), and only then is it released for
+learning - the model never learns from the future. Reads are counted if they come *after* the prediction in
+stream order with event time in [at, at + H]; "after in stream order" matters for traces with coarse timestamps
+(many reads share one second): those that follow the prediction are the future, those before were features.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+
+@dataclass(slots=True, eq=False)  # eq=False: list.remove by identity, never by (costly) value
+class Pending:
+    key: str
+    at: float
+    x: dict[str, float]
+    p: float  # the p_hot served when the prediction was made (for honest prequential evaluation)
+    reads: int = 0
+
+
+@dataclass(slots=True)
+class Labelled:
+    key: str
+    at: float
+    x: dict[str, float]
+    p: float
+    y: bool
+
+
+class DelayedLabels:
+    def __init__(self, horizon_s: float, hot_reads: int):
+        self.horizon_s = horizon_s
+        self.hot_reads = hot_reads
+        self._heap: list[tuple[float, int, Pending]] = []
+        self._by_key: dict[str, list[Pending]] = {}
+        self._seq = 0  # tie-break for equal deadlines: insertion order, never object identity
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, key: str, at: float, x: dict[str, float], p: float) -> None:
+        entry = Pending(key, at, x, p)
+        heapq.heappush(self._heap, (at + self.horizon_s, self._seq, entry))
+        self._seq += 1
+        self._by_key.setdefault(key, []).append(entry)
+
+    def on_read(self, key: str, t: float) -> None:
+        entries = self._by_key.get(key)
+        if entries:
+            h = self.horizon_s
+            for e in entries:
+                if e.at <= t <= e.at + h:
+                    e.reads += 1
+
+    def pop_due(self, watermark: float) -> list[Labelled]:
+        """Predictions whose horizon ended at or before `watermark`, labelled, oldest first."""
+        out: list[Labelled] = []
+        heap = self._heap
+        while heap and heap[0][0] <= watermark:
+            _, _, e = heapq.heappop(heap)
+            entries = self._by_key[e.key]
+            entries.remove(e)
+            if not entries:
+                del self._by_key[e.key]
+            out.append(Labelled(e.key, e.at, e.x, e.p, e.reads >= self.hot_reads))
+        return out

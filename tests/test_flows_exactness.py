@@ -1,0 +1,218 @@
+"""Results do not depend on the number of workers, and SIGKILLs + restarts lose nothing and count nothing twice."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from dim.kafka import consumer, end_marker_run, partitions_of, producer, publish_end_markers
+from flows.run import load_shard_states, run_flow
+from schemas import AccessEvent, Candidate, ObjectHeat, topics
+
+T0 = 1_700_000_000.0
+REPO = Path(__file__).resolve().parents[1]
+
+
+def workload(bucket: str, n: int, seed: int) -> list[AccessEvent]:
+    """Skewed popularity, puts, heads and deletes, timestamps jittered within (and a few beyond) the lateness."""
+    rng = random.Random(seed)
+    keys = [f"obj-{i}" for i in range(60)]
+    weights = [1 / (i + 1) ** 1.1 for i in range(len(keys))]
+    events = []
+    for i in range(n):
+        t = T0 + i * 40.0 + rng.uniform(-200, 200) - (2000 if rng.random() < 0.01 else 0)
+        op = rng.choices(["GET", "PUT", "HEAD", "DELETE"], [85, 8, 5, 2])[0]
+        size = rng.randrange(1, 10_000)
+        key = rng.choices(keys, weights)[0]
+        events.append(AccessEvent(event_time=t, bucket=bucket, key=key, op=op,
+                                  bytes=size if op == "GET" else 0, object_size=size))
+    return events
+
+
+def produce(settings, events, prod=None) -> None:
+    prod = prod or producer(settings)
+    for ev in events:
+        prod.produce(topics.ACCESS, ev.model_dump_json().encode(), key=topics.object_key(ev.bucket, ev.key))
+    prod.flush(30)
+
+
+def read_sections(settings, topic: str, runs: list[str]) -> dict[str, list[bytes]]:
+    """Data records of `topic` per run: on each partition, the records before that run's end marker and after
+    the previous listed run's marker."""
+    parts = partitions_of(settings, topic)
+    cons = consumer(settings, f"test-{uuid.uuid4().hex[:8]}")
+    cons.subscribe([topic])
+    sections: dict[str, list[bytes]] = {r: [] for r in runs}
+    current = {p: 0 for p in parts}  # index into runs of the section each partition is in
+    try:
+        deadline = time.monotonic() + 60
+        while any(i < len(runs) for i in current.values()):
+            assert time.monotonic() < deadline, "end markers not found"
+            for m in cons.consume(1000, 0.5):
+                if m.error() or current[m.partition()] >= len(runs):
+                    continue
+                run = end_marker_run(m)
+                if run is None:
+                    sections[runs[current[m.partition()]]].append(m.value())
+                elif run == runs[current[m.partition()]]:
+                    current[m.partition()] += 1
+    finally:
+        cons.close()
+    return sections
+
+
+def per_object(records: list[bytes], model, bucket: str) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for raw in records:
+        rec = model.model_validate_json(raw)
+        if rec.bucket == bucket:
+            out.setdefault(rec.key, []).append(rec.model_dump())
+    return out
+
+
+def settings_with(stack_settings, recovery_dir: Path, **flow):
+    s = stack_settings.model_copy(deep=True)
+    s.flow.recovery_dir = recovery_dir
+    s.flow.snapshot_interval_s = 0.5
+    s.flow.model_warmup = 20  # let the model (not only the prior) serve within a small test
+    s.flow.forest_fraction = 0.3
+    s.flow.eval_interval_s = 600.0
+    s.flow.horizon_s = 4 * 3600.0
+    for k, v in flow.items():
+        setattr(s.flow, k, v)
+    return s
+
+
+def shard_fingerprint(states) -> dict:
+    """Everything the flow knows, as comparable plain data: heat, decisions, pending/learned labels, the model."""
+    out = {}
+    probe = {"read_heat_1h": 1.0, "read_heat_1d": 2.0, "read_heat_7d": 2.5, "log_reads": 2.0, "log_age_s": 9.0,
+             "log_idle_s": 5.0}
+    for sid, st in sorted(states.items()):
+        objs = {k: r.__getstate__() for k, r in sorted(st.objects.items())}
+        model = st.predictor.model
+        out[sid] = {
+            "clock": st.clock, "events": st.events, "late": st.late_events, "objects": objs,
+            "pending_labels": len(st.predictor.labels), "labels_learned": st.predictor.labels_learned,
+            "model": model.summary(),
+            "probe": {name: m.predict_proba_one(probe) for name, m in model.models.items()},
+        }
+    return out
+
+
+def test_results_do_not_depend_on_the_number_of_workers(stack_settings, tmp_path):
+    bucket = f"w-{uuid.uuid4().hex[:8]}"
+    produce(stack_settings, workload(bucket, 3000, seed=1))
+    run1, run2 = uuid.uuid4().hex, uuid.uuid4().hex
+    publish_end_markers(stack_settings, topics.ACCESS, run1)
+    publish_end_markers(stack_settings, topics.ACCESS, run2)  # same data for both runs
+
+    one = settings_with(stack_settings, tmp_path / "w1")
+    two = settings_with(stack_settings, tmp_path / "w2")
+    run_flow(one, workers=1, until_run=run1)
+    run_flow(two, workers=2, until_run=run2)
+
+    cands = read_sections(stack_settings, topics.CANDIDATES, [run1, run2])
+    heat = read_sections(stack_settings, topics.HEAT, [run1, run2])
+    c1, c2 = per_object(cands[run1], Candidate, bucket), per_object(cands[run2], Candidate, bucket)
+    h1, h2 = per_object(heat[run1], ObjectHeat, bucket), per_object(heat[run2], ObjectHeat, bucket)
+    assert len(c1) > 10 and sum(len(v) for v in c1.values()) > 30
+    assert c1 == c2
+    assert h1 and h1 == h2
+    f1 = shard_fingerprint(load_shard_states(one.recovery_dir))
+    f2 = shard_fingerprint(load_shard_states(two.recovery_dir))
+    assert any(f["labels_learned"] > 0 for f in f1.values())
+    assert f1 == f2
+
+
+def _recovered_events(settings) -> int:
+    return sum(st.events for st in load_shard_states(settings.recovery_dir).values())
+
+
+def _start_flow(settings, run: str) -> subprocess.Popen:
+    env = {**os.environ, **settings.to_env()}
+    return subprocess.Popen([sys.executable, "-m", "dim.cli", "flow", "--until-run", run], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_sigkill_and_restart_equals_an_uninterrupted_run(stack_settings, tmp_path):
+    bucket = f"k-{uuid.uuid4().hex[:8]}"
+    events = workload(bucket, 12_000, seed=2)
+    killed_settings = settings_with(stack_settings, tmp_path / "killed")
+    ref_settings = settings_with(stack_settings, tmp_path / "reference")
+    run, ref_run = uuid.uuid4().hex, uuid.uuid4().hex
+    rng = random.Random(3)
+
+    # Stream the events in chunks while the flow runs; kill it at random moments and restart it each time.
+    def stream():
+        prod = producer(stack_settings)
+        for i in range(0, len(events), 300):
+            produce(stack_settings, events[i:i + 300], prod)
+            time.sleep(0.5)
+        publish_end_markers(stack_settings, topics.ACCESS, run, prod)
+        publish_end_markers(stack_settings, topics.ACCESS, ref_run, prod)
+
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    progress_at_kills: list[int] = []  # events in the recovered state after each kill
+    proc = _start_flow(killed_settings, run)
+    try:
+        for _ in range(3):
+            # A random moment once this incarnation has made progress (a start takes seconds: imports, fetches).
+            before = progress_at_kills[-1] if progress_at_kills else 0
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline and _recovered_events(killed_settings) <= before:
+                time.sleep(0.2)
+            time.sleep(rng.uniform(0.0, 1.0))
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            progress_at_kills.append(_recovered_events(killed_settings))
+            proc = _start_flow(killed_settings, run)
+        streamer.join(120)
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err.decode()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        streamer.join(10)
+
+    run_flow(ref_settings, until_run=ref_run)  # uninterrupted, in-process, over exactly the same records
+
+    killed = shard_fingerprint(load_shard_states(killed_settings.recovery_dir))
+    reference = shard_fingerprint(load_shard_states(ref_settings.recovery_dir))
+    total = sum(f["events"] for f in reference.values())
+    assert total >= len(events)
+    # The kills hit a flow that had made progress and was not done: mid-stream, not before start or after end.
+    mid_stream = [n for n in progress_at_kills if 0 < n < total]
+    assert len(mid_stream) >= 2, (progress_at_kills, total)
+    assert killed == reference
+    # Outputs are at-least-once (a restart may repeat what the killed process already sent): the *distinct*
+    # candidates and heat snapshots equal the reference's exactly.
+    cands = read_sections(stack_settings, topics.CANDIDATES, [run, ref_run])
+    heat = read_sections(stack_settings, topics.HEAT, [run, ref_run])
+
+    def distinct(records, model):
+        return {r for r in records if model.model_validate_json(r).bucket == bucket}
+
+    assert distinct(cands[ref_run], Candidate) and distinct(cands[run], Candidate) == distinct(cands[ref_run],
+                                                                                                 Candidate)
+    assert distinct(heat[run], ObjectHeat) == distinct(heat[ref_run], ObjectHeat)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_children():
+    yield
+    # Every flow process a test starts is waited for in the test itself; this guards against regressions.
+    assert not [t for t in threading.enumerate() if t.name.startswith("Thread-") and t.is_alive()]
