@@ -17,7 +17,7 @@ import numpy as np
 
 from dim.config import Settings
 from dim.evaluation.policies import Policy, SlotContext
-from dim.evaluation.workload import GET, Workload
+from dim.evaluation.workload import Workload
 from dim.traces import OPS
 from schemas import Candidate, Placement, Replica, topics
 from solver.catalogue import Catalogue
@@ -60,64 +60,100 @@ def make_predictor(settings: Settings, shard_id: int):
 
 
 class Ours(Policy):
+    """Phase 1 runs the flow's shard core over the whole trace (the flow does not depend on the plans, so this
+    equals interleaving it with planning) in up to `workers` processes, one group of shards each; phase 2 plans,
+    at each slot start, the candidates emitted during the previous slot."""
+
     name = "ours"
 
-    def __init__(self, settings: Settings, catalogue: Catalogue, workload: Workload, shards: int | None = None):
-        from flows.shard import FlowParams, ShardState
-
-        self.settings, self.catalogue, self.w = settings, catalogue, workload
-        # ObjectHeat snapshots feed dashboards, not the planner: skip them (heat_interval 0 = never).
-        params = dataclasses.replace(FlowParams.from_settings(settings), heat_interval_s=0.0)
+    def __init__(self, settings: Settings, catalogue: Catalogue, workload: Workload, shards: int | None = None,
+                 workers: int = 2, chunk: int = 1000):
+        # The Lagrangian method for every batch: exact without coupling constraints (per-object enumeration) and
+        # fast; the live service picks the MILP for small batches, which has the same optimum.
+        solver = settings.solver.model_copy(update={"milp_max_objects": 0})
+        self.settings = settings.model_copy(update={"solver": solver})
+        self.catalogue, self.w = catalogue, workload
+        self.chunk = max(1, min(chunk, settings.solver.batch_max))
         n = shards or settings.kafka.partitions
-        self.shards = [ShardState(params, make_predictor(settings, p)) for p in range(n)]
         self.index = {k: i for i, k in enumerate(workload.keys)}
-        names = [f"{workload.bucket}/{k}" for k in workload.keys]
-        self.names = names
-        self.shard_of = np.array([kafka_partition(topics.object_key(workload.bucket, k), n) for k in workload.keys])
-        self.next_event = 0
         self.versions = np.zeros(workload.n, dtype=np.int64)
+        self.by_slot = self._candidates_by_slot(n, workers)
         self.candidates_seen = 0
         self.plans: list[dict] = []
         self.skipped: dict[str, int] = {}
 
-    def feed(self, until_event: int) -> list[Candidate]:
-        """Run events [next_event, until_event) through their shards; the candidates they emit."""
+    def _candidates_by_slot(self, n_shards: int, workers: int) -> dict[int, list[Candidate]]:
         w = self.w
-        lo, hi = self.next_event, until_event
-        out: list = []
-        times = w.ev_time[lo:hi].tolist()
-        objs = w.ev_obj[lo:hi].tolist()
-        ops = w.ev_op[lo:hi].tolist()
-        size = w.size
-        names, shard_of, shards = self.names, self.shard_of, self.shards
-        for t, i, op in zip(times, objs, ops):
-            sz = int(size[i])
-            nbytes = sz if op <= 1 else 0  # GET and PUT transfer the object (dim.producers.to_event)
-            shards[shard_of[i]].on_event(names[i], t, OPS[op], nbytes, sz, out)
-        self.next_event = hi
-        return [c for c in out if isinstance(c, Candidate)]
+        names = [f"{w.bucket}/{k}" for k in w.keys]
+        shard_of = np.array([kafka_partition(topics.object_key(w.bucket, k), n_shards) for k in w.keys])
+        groups = [list(range(g, n_shards, max(1, workers))) for g in range(min(workers, n_shards))]
+        shard_of = shard_of.tolist()
+        jobs = [(self.settings, g, names, shard_of, w.size, w.ev_time, w.ev_obj, w.ev_op) for g in groups]
+        if len(jobs) == 1:
+            results = [shard_group(jobs[0])]
+        else:
+            import multiprocessing
+
+            with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
+                results = pool.map(shard_group, jobs)
+        by_slot: dict[int, list[Candidate]] = {}
+        for emitted in results:
+            for c in emitted:
+                # emitted at event time as_of during slot k: planned at the start of slot k + 1
+                s = int((c.as_of - w.t0) // w.slot_s) + 1
+                by_slot.setdefault(s, []).append(c)
+        for cands in by_slot.values():  # one order whatever the number of workers
+            cands.sort(key=lambda c: (c.as_of, c.key))
+        return by_slot
 
     def decide(self, ctx: SlotContext):
         w = self.w
-        cands = self.feed(int(w.slot_event_bounds[ctx.s]))
+        cands = self.by_slot.pop(ctx.s, [])
         self.candidates_seen += len(cands)
         if not cands:
             return None
-        rows = sorted({self.index[c.key] for c in cands})
-        current = placements_of(rows, w, ctx.where, ctx.since, self.versions, self.catalogue)
-        result = plan_cycle(cands, current, self.catalogue, self.settings, ctx.now)
-        for reason, count in result.skipped.items():
-            self.skipped[reason] = self.skipped.get(reason, 0) + count
-        plan = result.plan
-        self.plans.append({"slot": ctx.s, "candidates": len(cands), "moves": len(plan.moves), "method": plan.method,
-                           "objective_usd": plan.objective_usd, "gap": plan.gap})
-        if not plan.moves:
-            return None
-        target = ctx.where.copy()
+        target = None
         col = {lid: l for l, lid in enumerate(self.catalogue.ids)}
-        for mv in plan.moves:
-            i = self.index[mv.key]
-            target[i] = False
-            target[i, [col[lid] for lid in mv.to_locations]] = True
-            self.versions[i] += 1
+        # Batches of at most `chunk` candidates, like the solver service's batch_max.
+        for lo in range(0, len(cands), self.chunk):
+            batch = cands[lo:lo + self.chunk]
+            rows = sorted({self.index[c.key] for c in batch})
+            where = ctx.where if target is None else target
+            current = placements_of(rows, w, where, ctx.since, self.versions, self.catalogue)
+            result = plan_cycle(batch, current, self.catalogue, self.settings, ctx.now)
+            for reason, count in result.skipped.items():
+                self.skipped[reason] = self.skipped.get(reason, 0) + count
+            plan = result.plan
+            self.plans.append({"slot": ctx.s, "candidates": len(batch), "moves": len(plan.moves),
+                               "method": plan.method, "gap": plan.gap})
+            for mv in plan.moves:
+                if target is None:
+                    target = ctx.where.copy()
+                i = self.index[mv.key]
+                target[i] = False
+                target[i, [col[lid] for lid in mv.to_locations]] = True
+                self.versions[i] += 1
         return target
+
+    def extra_results(self) -> dict:
+        return {"candidates": self.candidates_seen, "plan_batches": len(self.plans),
+                "planner_skipped": self.skipped,
+                "plan_methods": sorted({p["method"] for p in self.plans})}
+
+
+def shard_group(args) -> list[Candidate]:
+    """Worker: run the events of the objects on shards `shard_ids` through fresh ShardStates (flows.shard with
+    flows.predict's model, one per shard, seeded by shard id as in the live flow); the candidates, in order."""
+    settings, shard_ids, names, shard_of, size, ev_time, ev_obj, ev_op = args
+    from flows.shard import FlowParams, ShardState
+
+    # ObjectHeat snapshots feed dashboards, not the planner: skip them (heat_interval 0 = never).
+    params = dataclasses.replace(FlowParams.from_settings(settings), heat_interval_s=0.0)
+    shards = {p: ShardState(params, make_predictor(settings, p)) for p in shard_ids}
+    mine = np.flatnonzero(np.isin(np.asarray(shard_of)[ev_obj], shard_ids))
+    out: list = []
+    for t, i, op in zip(ev_time[mine].tolist(), ev_obj[mine].tolist(), ev_op[mine].tolist()):
+        sz = int(size[i])
+        nbytes = sz if op <= 1 else 0  # GET and PUT transfer the object (dim.producers.to_event)
+        shards[shard_of[i]].on_event(names[i], t, OPS[op], nbytes, sz, out)
+    return [c for c in out if isinstance(c, Candidate)]

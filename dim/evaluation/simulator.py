@@ -22,7 +22,7 @@ POLICIES = ("all_hot", "lifecycle", "intelligent_tiering", "autoclass", "seed_rf
 
 
 def make_policies(names, settings: Settings, catalogue: Catalogue, workload: Workload, ladder: Ladder,
-                  shards: int | None) -> list[Policy]:
+                  shards: int | None, workers: int = 2) -> list[Policy]:
     out: list[Policy] = []
     for name in names:
         if name == "all_hot":
@@ -38,7 +38,7 @@ def make_policies(names, settings: Settings, catalogue: Catalogue, workload: Wor
         elif name == "ours":
             from dim.evaluation.ours import Ours
 
-            out.append(Ours(settings, catalogue, workload, shards=shards))
+            out.append(Ours(settings, catalogue, workload, shards=shards, workers=workers))
         elif name == "hindsight":
             from dim.evaluation.hindsight import Hindsight
 
@@ -49,13 +49,15 @@ def make_policies(names, settings: Settings, catalogue: Catalogue, workload: Wor
 
 
 def simulate(workload: Workload, catalogue: Catalogue, settings: Settings, names=POLICIES,
-             shards: int | None = None, progress: bool = False) -> dict:
+             shards: int | None = None, progress: bool = False, workers: int = 2) -> dict:
     """Replay `workload` under each policy; the results dict (see docs/evaluation.md)."""
     la = LocationArrays.of(catalogue)
     initial_ids = list(settings.solver.initial_locations)
     initial = np.isin(np.array(catalogue.ids), initial_ids)
     ladder = Ladder(catalogue, initial_ids)
-    policies = make_policies(names, settings, catalogue, workload, ladder, shards)
+    t = time.perf_counter()
+    policies = make_policies(names, settings, catalogue, workload, ladder, shards, workers)
+    prepare_s = time.perf_counter() - t
     ledgers = [Ledger(catalogue, la, workload.size, workload.birth, initial, workload.slot_s,
                       settings.solver.sla_ms, workload.n_slots, t0=workload.t0, managed=p.managed)
                for p in policies]
@@ -99,7 +101,7 @@ def simulate(workload: Workload, catalogue: Catalogue, settings: Settings, names
         "sla_violating_reads": {p.name: l.violating_per_slot.tolist() for p, l in zip(policies, ledgers)},
         "reads": workload.reads.sum(axis=0).tolist(),
     }
-    return {"policies": results, "series": series}
+    return {"policies": results, "series": series, "prepare_seconds": round(prepare_s, 2)}
 
 
 def gap_closed(policies: dict, key: str = "total_cost_usd") -> float | None:
@@ -112,7 +114,7 @@ def gap_closed(policies: dict, key: str = "total_cost_usd") -> float | None:
 
 def evaluate(trace_path: Path, time_scale: float, size_scale: float, *, settings: Settings | None = None,
              slot_days: float = 1.0, client: str = "auto", policies=POLICIES, shards: int | None = None,
-             limit: int | None = None, fmt: str | None = None, progress: bool = False) -> dict:
+             limit: int | None = None, fmt: str | None = None, progress: bool = False, workers: int = 2) -> dict:
     """Evaluate every policy on the trace at the given scales. Returns the results as a JSON-ready dict."""
     t0 = time.perf_counter()
     settings = settings or Settings()
@@ -122,7 +124,8 @@ def evaluate(trace_path: Path, time_scale: float, size_scale: float, *, settings
     catalogue = client_catalogue(base, client_site)
     workload = load_workload(Path(trace_path), opt, slot_s=slot_days * SECONDS_PER_DAY, fmt=fmt, limit=limit)
     load_s = time.perf_counter() - t0
-    out = simulate(workload, catalogue, settings, names=policies, shards=shards, progress=progress)
+    out = simulate(workload, catalogue, settings, names=policies, shards=shards, progress=progress,
+                   workers=workers)
     pol = out["policies"]
     summary = {
         "trace": str(trace_path),
