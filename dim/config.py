@@ -151,13 +151,13 @@ class MoverSettings(BaseModel):
     journal_dir: Path | None = None  # default: <stack.data_dir>/journal
     dry_run: bool = False
     # Each mover process owns one journal file (flock'd): give parallel movers on one host distinct instances.
+    group: str = "mover"  # consumer group (prefixed by kafka.group_prefix) on the moves topic
     instance: str = "0"
     journal_fsync: bool = True
     # location id (or provider, e.g. "gcp") -> S3 endpoint URL; unset ones use s3.endpoint. Locations on the
     # same endpoint are copied server-side; across endpoints the bytes are streamed through the mover.
     endpoints: dict[str, str] = Field(default_factory=dict)
     # A source modified less than this long ago is skipped as file_growing (0 = only catalog/during-copy checks).
-    group: str = "mover"  # consumer group (prefixed by kafka.group_prefix) on the moves topic
     growing_window_s: float = 0.0
     # Parts of one streamed copy in flight, and the process-wide cap on buffered part bytes (bounded memory).
     part_concurrency: int = 4
@@ -177,14 +177,14 @@ class MoverSettings(BaseModel):
     # Multipart uploads older than this found at start-up are crash leftovers and are aborted.
     stale_upload_s: float = 3600.0
 
+    # Finished moves stay in the journal this long, so a redelivered move is recognised and not re-run.
+    journal_keep_finished_s: float = 7 * 86400.0
 
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
     token: SecretStr | None = None  # bearer token; auth is off when unset
     cors_origins: list[str] = Field(default_factory=list)
-    # Finished moves stay in the journal this long, so a redelivered move is recognised and not re-run.
-    journal_keep_finished_s: float = 7 * 86400.0
     max_page_size: int = 1000
 
 

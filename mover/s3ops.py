@@ -377,10 +377,14 @@ class ReplicaStore:
         try:
             submitted = 0
             for i, (n, s, e) in enumerate(ranges):
-                # Keep `window` reads ahead; each holds one buffer slot until its upload is done.
+                # Keep up to `window` reads ahead; each holds one buffer slot until its upload is done. Only the
+                # read we need next may wait for a slot: then this copy holds nothing but uploads in flight,
+                # which finish on their own. Waiting for read-ahead slots while holding unconsumed reads
+                # would deadlock concurrent copies that each hold part of the budget.
                 while submitted < len(ranges) and submitted < i + window:
+                    if not self.buffer_slots.acquire(blocking=submitted == i):
+                        break
                     _, ss, ee = ranges[submitted]
-                    self.buffer_slots.acquire()
                     reads[submitted] = pool.submit(read_part, ss, ee)
                     submitted += 1
                 data = reads.pop(i).result()

@@ -242,3 +242,25 @@ def test_seed_objects_batch_is_idempotent(stack_settings, tmp_path):
     store = ReplicaStore(settings)
     _, k, d = items[5]
     assert stored_sha(store, B, k) == hashlib.sha256(d).hexdigest()
+
+
+@pytest.mark.timeout(180)  # the bug this guards against is a deadlock
+def test_concurrent_streamed_copies_share_a_small_buffer_budget(stack_settings, tmp_path):
+    """Several large copies at once with room for only three parts in memory must all finish (no deadlock)."""
+    from mover.service import Mover
+
+    other = stack_settings.s3.endpoint.replace("127.0.0.1", "localhost")
+    part = 5 * 1024 * 1024
+    settings = mover_settings(stack_settings, tmp_path, endpoints={C: other}, part_size=part,
+                              max_buffer_bytes=3 * part, concurrency=4, group=f"m-{uuid.uuid4().hex}")
+    items = [("app", new_key(), os.urandom(4 * part + 1)) for _ in range(4)]
+    seed_objects(settings, items, [A, B], concurrency=4)
+    mover = Mover(settings)
+    try:
+        outcomes = mover.execute([make_move(k, [A, B], [A, C], size=len(d)) for _, k, d in items])
+    finally:
+        mover.close()
+    assert [o.state for o in outcomes] == [S.DELETED] * 4, [o.reason for o in outcomes]
+    for _, k, d in items:
+        assert assert_catalog_truthful(settings, mover.store, k, d) == [A, C]
+
