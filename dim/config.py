@@ -150,9 +150,9 @@ class MoverSettings(BaseModel):
     part_size: int = 8 * 1024 * 1024
     journal_dir: Path | None = None  # default: <stack.data_dir>/journal
     dry_run: bool = False
-    # Each mover process owns one journal file (flock'd): give parallel movers on one host distinct instances.
     group: str = "mover"  # consumer group (prefixed by kafka.group_prefix) on the moves topic
     instance: str = "0"
+    # Each mover process owns one journal file (flock'd): give parallel movers on one host distinct instances.
     journal_fsync: bool = True
     # location id (or provider, e.g. "gcp") -> S3 endpoint URL; unset ones use s3.endpoint. Locations on the
     # same endpoint are copied server-side; across endpoints the bytes are streamed through the mover.
@@ -167,6 +167,8 @@ class MoverSettings(BaseModel):
     copy_part_size: int = 64 * 1024 * 1024
     read_timeout_s: float = 60.0
     # Per endpoint: requests in flight, bytes/s (0 = unlimited), breaker opens after N consecutive failures.
+    # GET/HEAD/PUT/DELETE of the per-object hot path through mover/s3lite.py (SigV4 on urllib3) instead of boto3.
+    lite_client: bool = True
     endpoint_concurrency: int = 32
     bandwidth_bytes_s: float = 0.0
     breaker_threshold: int = 8
@@ -176,11 +178,11 @@ class MoverSettings(BaseModel):
     restore_timeout_s: float = 3600.0
     # Multipart uploads older than this found at start-up are crash leftovers and are aborted.
     stale_upload_s: float = 3600.0
-
     # Finished moves stay in the journal this long, so a redelivered move is recognised and not re-run.
     journal_keep_finished_s: float = 7 * 86400.0
 
 class ApiSettings(BaseModel):
+
     host: str = "127.0.0.1"
     port: int = 8000
     token: SecretStr | None = None  # bearer token; auth is off when unset

@@ -25,28 +25,40 @@ def replica_key(bucket: str, key: str) -> str:
 
 
 class PlacementCatalog:
-    def __init__(self, settings: Settings, client=None, read_attempts: int = 5):
+    """`call(what, fn)` runs `fn(client)`; the mover passes its resilient caller (retries, breaker), which must
+    raise CatalogConflict for a failed precondition. Default: call the client directly."""
+
+    def __init__(self, settings: Settings, client=None, read_attempts: int = 5, call=None):
         self.bucket = settings.s3.catalog_bucket
         self.s3 = client or s3_client(settings)
         self.read_attempts = read_attempts
+        self._call = call or (lambda what, fn: fn(self.s3))
 
     def get(self, bucket: str, key: str) -> tuple[Placement, str] | None:
         """The entry and its ETag (the CAS token), or None."""
-        for attempt in range(self.read_attempts):
+        rkey = replica_key(bucket, key)
+
+        def fetch(c):
             try:
-                obj = self.s3.get_object(Bucket=self.bucket, Key=replica_key(bucket, key))
-                body = obj["Body"].read()
+                obj = c.get_object(Bucket=self.bucket, Key=rkey)
             except ClientError as exc:
                 if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
                     return None
                 raise
+            return obj["Body"].read(), obj["ETag"]
+
+        for attempt in range(self.read_attempts):
+            try:
+                got = self._call(f"CATALOG GET {rkey}", fetch)
             except (BotoCoreError, OSError):
                 # botocore retries the request, not the reading of its body: a cut body is retried here.
                 if attempt + 1 == self.read_attempts:
                     raise
                 time.sleep(0.05 * (attempt + 1))
                 continue
-            return Placement.model_validate_json(body), obj["ETag"]
+            if got is None:
+                return None
+            return Placement.model_validate_json(got[0]), got[1]
         raise AssertionError("unreachable")
 
     def create(self, placement: Placement) -> str:
@@ -57,11 +69,11 @@ class PlacementCatalog:
         return self._put(placement, IfMatch=etag)
 
     def _put(self, placement: Placement, **condition) -> str:
+        rkey = replica_key(placement.bucket, placement.key)
+        body = placement.model_dump_json().encode()
         try:
-            resp = self.s3.put_object(
-                Bucket=self.bucket, Key=replica_key(placement.bucket, placement.key),
-                Body=placement.model_dump_json().encode(), ContentType="application/json", **condition,
-            )
+            resp = self._call(f"CATALOG PUT {rkey}", lambda c: c.put_object(
+                Bucket=self.bucket, Key=rkey, Body=body, ContentType="application/json", **condition))
         except ClientError as exc:
             if exc.response["Error"]["Code"] in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 raise CatalogConflict(f"{placement.bucket}/{placement.key}: catalog entry changed") from exc

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dim.config import Settings, s3_client
+from dim.config import Settings
 from mover import protocol
 from mover.catalog import CatalogConflict, PlacementCatalog, replica_key
 from mover.journal import JournalEntry, MoveJournal
@@ -35,6 +35,19 @@ class MoveOutcome:
     placement: Placement | None = None
 
 
+def resilient_catalog(settings: Settings, store: ReplicaStore) -> PlacementCatalog:
+    """The catalog with the mover's retries, limits and breaker on every request."""
+    endpoint = settings.s3.endpoint
+
+    def call(what, fn):
+        try:
+            return store.call(endpoint, what, fn)
+        except SourceChanged as exc:  # a failed If-Match / If-None-Match
+            raise CatalogConflict(exc.reason) from exc
+
+    return PlacementCatalog(settings, client=store.client(endpoint), call=call)
+
+
 class _Stop(Exception):
     """Internal: the move ended (skipped/failed) and was journaled."""
 
@@ -50,8 +63,7 @@ class MoveExecutor:
         self.settings = settings
         self.journal = journal
         self.store = store or ReplicaStore(settings)
-        self.catalog = catalog or PlacementCatalog(
-            settings, client=s3_client(settings, attempts=settings.mover.max_attempts, max_pool_connections=64))
+        self.catalog = catalog or resilient_catalog(settings, self.store)
         self.producer = producer
         self.on_bytes = on_bytes
         self.after_event = after_event  # test hook: may raise to simulate a crash right after a step

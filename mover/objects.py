@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from dim.config import Settings
 from mover.catalog import CatalogConflict, PlacementCatalog, new_placement, replica_key
+from mover.executor import resilient_catalog
 from mover.s3ops import ReplicaStore
 from schemas import Placement, Replica
 
@@ -29,7 +30,7 @@ class Seeder:
     @classmethod
     def open(cls, settings: Settings, catalog: PlacementCatalog | None = None) -> Seeder:
         store = ReplicaStore(settings)
-        return cls(settings, store, catalog or PlacementCatalog(settings, client=store.client(settings.s3.endpoint)))
+        return cls(settings, store, catalog or resilient_catalog(settings, store))
 
     def seed(self, bucket: str, key: str, data: bytes, locations: list[str]) -> Placement:
         existing = self.catalog.get(bucket, key)

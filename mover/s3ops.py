@@ -27,6 +27,7 @@ from botocore.exceptions import ClientError
 from dim.config import Settings, s3_client
 from mover.limits import EndpointGuard
 from mover.retry import ErrorKind, backoff_s, classify, error_reason
+from mover.s3lite import LiteS3Client
 from solver.catalogue import load_catalogue
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,10 @@ class ReplicaStore:
                 pool = self.m.concurrency * (self.m.part_concurrency + 1) + 8
                 c = s3_client(self.settings, endpoint=endpoint, attempts=1, max_pool_connections=pool,
                               connect_timeout=5, read_timeout=self.m.read_timeout_s)
+                if self.m.lite_client:
+                    c = LiteS3Client(endpoint, self.settings.s3.access_key,
+                                     self.settings.s3.secret_key.get_secret_value(), self.settings.s3.region,
+                                     fallback=c, max_connections=pool, read_timeout=self.m.read_timeout_s)
                 self._clients[endpoint] = c
             return c
 

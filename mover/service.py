@@ -69,7 +69,8 @@ class Mover:
     def __init__(self, settings: Settings, on_bytes: Callable[[int], None] | None = None, producer=None,
                  after_event=None):
         self.settings = settings
-        self.producer = producer or kafka.producer(settings)
+        # Bigger batches: Tansu writes each produce batch to S3, so many tiny batches make flushes slow.
+        self.producer = producer or kafka.producer(settings, **{"linger.ms": 50})
         self.store = ReplicaStore(settings)
         self.journal = MoveJournal(settings, producer=self.producer)
         self.executor = MoveExecutor(settings, self.journal, self.store, producer=self.producer,
