@@ -131,15 +131,12 @@ def demo_cmd(trace: Path, time_scale: float, size_scale: float, limit: int | Non
     """Start a fresh embedded stack in <data_dir>/demo (free ports), run every stage over the shipped trace
     sample, print a summary, write the HTML report and stop everything."""
     from dim import stack
-    from dim.testing import free_port_layout
 
-    base = get_settings()
-    data_dir = base.stack.data_dir / "demo"
+    from dim.testing import scratch_settings
+
+    data_dir = get_settings().stack.data_dir / "demo"
     shutil.rmtree(data_dir, ignore_errors=True)
-    settings = Settings(**{**base.model_dump(), "stack": {**base.stack.model_dump(), "data_dir": data_dir,
-                                                         **free_port_layout()},
-                           "s3": {**base.s3.model_dump(), "endpoint": None},
-                           "kafka": {**base.kafka.model_dump(), "bootstrap": None}})
+    settings = scratch_settings(data_dir)
     t0 = time.monotonic()
     click.echo(f"starting the embedded stack in {data_dir} (S3 :{settings.stack.s3_port}, "
                f"Kafka :{settings.stack.kafka_port})")

@@ -24,9 +24,12 @@ def free_port_layout(rng: random.Random | None = None) -> dict[str, int]:
 
 
 def scratch_settings(data_dir: Path, **overrides) -> Settings:
-    """Settings for a stack of our own in `data_dir`, on free ports."""
+    """Settings for a stack of our own in `data_dir`, on free ports. The S3 and Kafka endpoints follow the new
+    ports even when the environment names another stack's (as it does inside the test session)."""
     st = {"data_dir": data_dir, **free_port_layout(), **overrides.pop("stack", {})}
-    return Settings(stack=st, **overrides)
+    s3 = {"endpoint": None, **overrides.pop("s3", {})}
+    kafka = {"bootstrap": None, **overrides.pop("kafka", {})}
+    return Settings(stack=st, s3=s3, kafka=kafka, **overrides)
 
 
 @contextmanager

@@ -31,19 +31,18 @@ def test_env_overrides_toml_overrides_default(tmp_path, monkeypatch):
     assert s.solver.replication_factor == 3
 
 
-def test_to_env_round_trips_secrets():
-    s = Settings(s3={"secret_key": "hunter2"}, stack={"s3_port": 1234})
+def test_to_env_round_trips_secrets(monkeypatch):
     import os
 
-    saved = dict(os.environ)
-    try:
-        os.environ.update(s.to_env())
-        again = Settings()
-        assert again.s3.secret_key.get_secret_value() == "hunter2"
-        assert again.s3.endpoint == "http://127.0.0.1:1234"
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    for k in list(os.environ):
+        if k.startswith("DIM_"):
+            monkeypatch.delenv(k)
+    s = Settings(s3={"secret_key": "hunter2"}, stack={"s3_port": 1234})
+    for name, value in s.to_env().items():
+        monkeypatch.setenv(name, value)
+    again = Settings()
+    assert again.s3.secret_key.get_secret_value() == "hunter2"
+    assert again.s3.endpoint == "http://127.0.0.1:1234"
 
 
 def test_dim_config_masks_secrets(monkeypatch):
