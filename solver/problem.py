@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -41,16 +42,16 @@ class Problem:
     def n_locations(self) -> int:
         return len(self.la)
 
-    @property
+    @cached_property
     def linear(self) -> np.ndarray:
         cm = self.cm
         return cm.hold + np.where(self.current, -cm.drop, cm.add + self.move_fee)
 
-    @property
+    @cached_property
     def const(self) -> np.ndarray:
         return self.cm.drop.sum(axis=1)
 
-    @property
+    @cached_property
     def transition_linear(self) -> np.ndarray:
         """Transition dollars as a linear function of the chosen set, minus the constant `const`."""
         return np.where(self.current, -self.cm.drop, self.cm.add)
