@@ -11,6 +11,7 @@ and the plan's moves are applied at once (the mover is assumed to finish within 
 from __future__ import annotations
 
 import dataclasses
+import math
 import zlib
 
 import numpy as np
@@ -67,7 +68,8 @@ class Ours(Policy):
     name = "ours"
 
     def __init__(self, settings: Settings, catalogue: Catalogue, workload: Workload, shards: int | None = None,
-                 workers: int = 2, chunk: int = 1000):
+                 workers: int = 2, chunk: int = 1000, refresh_days: tuple[float, ...] = ()):
+        self.refresh_days = tuple(refresh_days)
         # The Lagrangian method for every batch: exact without coupling constraints (per-object enumeration) and
         # fast; the live service picks the MILP for small batches, which has the same optimum.
         solver = settings.solver.model_copy(update={"milp_max_objects": 0})
@@ -78,6 +80,7 @@ class Ours(Policy):
         self.index = {k: i for i, k in enumerate(workload.keys)}
         self.versions = np.zeros(workload.n, dtype=np.int64)
         self.by_slot = self._candidates_by_slot(n, workers)
+        self.candidates_emitted = sum(len(v) for v in self.by_slot.values())
         self.candidates_seen = 0
         self.plans: list[dict] = []
         self.skipped: dict[str, int] = {}
@@ -88,7 +91,8 @@ class Ours(Policy):
         shard_of = np.array([kafka_partition(topics.object_key(w.bucket, k), n_shards) for k in w.keys])
         groups = [list(range(g, n_shards, max(1, workers))) for g in range(min(workers, n_shards))]
         shard_of = shard_of.tolist()
-        jobs = [(self.settings, g, names, shard_of, w.size, w.ev_time, w.ev_obj, w.ev_op) for g in groups]
+        jobs = [(self.settings, g, names, shard_of, w.size, w.ev_time, w.ev_obj, w.ev_op,
+                 (w.t0, w.slot_s, self.refresh_days)) for g in groups]
         if len(jobs) == 1:
             results = [shard_group(jobs[0])]
         else:
@@ -136,7 +140,9 @@ class Ours(Policy):
         return target
 
     def extra_results(self) -> dict:
-        return {"candidates": self.candidates_seen, "plan_batches": len(self.plans),
+        # candidates emitted during the last slot have no later planning cycle in the window
+        return {"candidates": self.candidates_seen, "candidates_emitted": self.candidates_emitted,
+                "plan_batches": len(self.plans),
                 "planner_skipped": self.skipped,
                 "plan_methods": sorted({p["method"] for p in self.plans})}
 
@@ -144,7 +150,7 @@ class Ours(Policy):
 def shard_group(args) -> list[Candidate]:
     """Worker: run the events of the objects on shards `shard_ids` through fresh ShardStates (flows.shard with
     flows.predict's model, one per shard, seeded by shard id as in the live flow); the candidates, in order."""
-    settings, shard_ids, names, shard_of, size, ev_time, ev_obj, ev_op = args
+    settings, shard_ids, names, shard_of, size, ev_time, ev_obj, ev_op, (t0, slot_s, refresh_days) = args
     from flows.shard import FlowParams, ShardState
 
     # ObjectHeat snapshots feed dashboards, not the planner: skip them (heat_interval 0 = never).
@@ -152,8 +158,17 @@ def shard_group(args) -> list[Candidate]:
     shards = {p: ShardState(params, make_predictor(settings, p)) for p in shard_ids}
     mine = np.flatnonzero(np.isin(np.asarray(shard_of)[ev_obj], shard_ids))
     out: list = []
+    refresher = None
+    if refresh_days:
+        from dim.evaluation.refresh import ColdRefresher
+
+        refresher = ColdRefresher(shards, names, shard_of, t0, slot_s, refresh_days)
     for t, i, op in zip(ev_time[mine].tolist(), ev_obj[mine].tolist(), ev_op[mine].tolist()):
+        if refresher is not None:
+            refresher.before_event(t, i, out)
         sz = int(size[i])
         nbytes = sz if op <= 1 else 0  # GET and PUT transfer the object (dim.producers.to_event)
         shards[shard_of[i]].on_event(names[i], t, OPS[op], nbytes, sz, out)
+    if refresher is not None:
+        refresher.until(math.inf, out)
     return [c for c in out if isinstance(c, Candidate)]

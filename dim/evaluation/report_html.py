@@ -51,6 +51,7 @@ def charts(result: dict) -> dict[str, str]:
         ax.axis("off")
     axes[0][0].set_ylabel("replica GiB")
     axes[0][0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
     out["Tier mix over time (replica bytes per tier class)"] = _png(fig)
     plt.close(fig)
 
