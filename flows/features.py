@@ -14,31 +14,52 @@ WEEK = 7 * DAY
 # The Unix epoch was a Thursday: shift so that day-of-week 0 is Monday.
 EPOCH_WEEKDAY = 3.0
 EPS = 1e-6
+TWO_PI = 2 * math.pi
 
 
-def object_features(params: HeatParams, rec: HeatState, at: float) -> dict[str, float]:
-    labels = params.labels
-    rh = rec.read_heat(params, at)
-    wh = rec.write_heat(params, at)
+_KEYS: dict[tuple[str, ...], tuple[list[str], list[str], list[str]]] = {}
+
+
+def _keys(labels: tuple[str, ...]):
+    keys = _KEYS.get(labels)
+    if keys is None:
+        keys = _KEYS[labels] = (
+            [f"read_heat_{lab}" for lab in labels],
+            [f"write_heat_{lab}" for lab in labels],
+            [f"read_ratio_{labels[i]}_{labels[i + 1]}" for i in range(len(labels) - 1)],
+        )
+    return keys
+
+
+def object_features(params: HeatParams, rec: HeatState, at: float, read_heat: list[float] | None = None,
+                    write_heat: list[float] | None = None) -> dict[str, float]:
+    """The features of `rec` at event time `at` (pass its heats at `at` if already computed)."""
+    rh = read_heat if read_heat is not None else rec.read_heat(params, at)
+    wh = write_heat if write_heat is not None else rec.write_heat(params, at)
+    read_keys, write_keys, ratio_keys = _keys(params.labels)
+    log1p = math.log1p
     x: dict[str, float] = {}
-    for label, r, w in zip(labels, rh, wh):
-        x[f"read_heat_{label}"] = math.log1p(r)
-        x[f"write_heat_{label}"] = math.log1p(w)
+    for k, r in zip(read_keys, rh):
+        x[k] = log1p(r)
+    for k, w in zip(write_keys, wh):
+        x[k] = log1p(w)
     # Ratios between consecutive half-lives: > 1 means accelerating, < 1 fading.
-    for i in range(len(labels) - 1):
-        x[f"read_ratio_{labels[i]}_{labels[i + 1]}"] = (rh[i] + EPS) / (rh[i + 1] + EPS)
-    x["log_size"] = math.log1p(rec.size)
-    first = rec.first_seen if math.isfinite(rec.first_seen) else at
-    last = rec.last_access if math.isfinite(rec.last_access) else at
-    x["log_age_s"] = math.log1p(max(0.0, at - first))
-    x["log_idle_s"] = math.log1p(max(0.0, at - last))
-    day_phase = 2 * math.pi * (at % DAY) / DAY
-    week_phase = 2 * math.pi * (((at / DAY) + EPOCH_WEEKDAY) % 7.0) / 7.0
-    x["hour_sin"], x["hour_cos"] = math.sin(day_phase), math.cos(day_phase)
-    x["dow_sin"], x["dow_cos"] = math.sin(week_phase), math.cos(week_phase)
+    for i, k in enumerate(ratio_keys):
+        x[k] = (rh[i] + EPS) / (rh[i + 1] + EPS)
+    x["log_size"] = log1p(rec.size)
+    first = rec.first_seen if rec.first_seen <= at else at
+    last = rec.last_access if rec.last_access > -math.inf else at
+    x["log_age_s"] = log1p(max(0.0, at - first))
+    x["log_idle_s"] = log1p(max(0.0, at - last))
+    day_phase = TWO_PI * (at % DAY) / DAY
+    week_phase = TWO_PI * (((at / DAY) + EPOCH_WEEKDAY) % 7.0) / 7.0
+    x["hour_sin"] = math.sin(day_phase)
+    x["hour_cos"] = math.cos(day_phase)
+    x["dow_sin"] = math.sin(week_phase)
+    x["dow_cos"] = math.cos(week_phase)
     total = rec.reads + rec.writes
     x["write_share"] = rec.writes / total if total else 0.0
-    x["log_reads"] = math.log1p(rec.reads)
+    x["log_reads"] = log1p(rec.reads)
     return x
 
 

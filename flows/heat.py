@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 LN2 = math.log(2.0)
 # Reference times are multiples of REBASE_HALF_LIVES x the shortest half-life (see module docstring).
@@ -60,40 +61,23 @@ class HeatParams:
             growing_window_s=float(flow.growing_window_s),
         )
 
-    @property
+    # Derived constants, computed once per params object (a frozen dataclass still has a __dict__ for these).
+    @cached_property
     def labels(self) -> tuple[str, ...]:
         return tuple(half_life_label(h) for h in self.half_lives_s)
 
-    @property
+    @cached_property
     def lambdas(self) -> tuple[float, ...]:
         return tuple(LN2 / h for h in self.half_lives_s)
 
-    @property
+    @cached_property
     def rebase_s(self) -> float:
         return REBASE_HALF_LIVES * min(self.half_lives_s)
 
-
-class _Cache:
-    """Derived constants of a HeatParams, computed once (HeatParams is frozen, so cache by identity)."""
-
-    __slots__ = ("lambdas", "rebase_s", "n", "lateness", "growing")
-
-    def __init__(self, p: HeatParams):
-        self.lambdas = p.lambdas
-        self.rebase_s = p.rebase_s
-        self.n = len(p.half_lives_s)
-        self.lateness = p.allowed_lateness_s
-        self.growing = p.growing_window_s
-
-
-_CACHES: dict[HeatParams, _Cache] = {}
-
-
-def _cache(p: HeatParams) -> _Cache:
-    c = _CACHES.get(p)
-    if c is None:
-        c = _CACHES[p] = _Cache(p)
-    return c
+    @cached_property
+    def horizon_index(self) -> dict[float, int]:
+        """horizon -> index of the half-life closest to it (filled by expected_reads)."""
+        return {}
 
 
 NEVER = -math.inf
@@ -138,13 +122,12 @@ class HeatState:
     def add(self, params: HeatParams, t: float, op: str, nbytes: int, object_size: int) -> bool:
         """Account one access at event time `t`; op is "GET", "HEAD", "PUT" or "DELETE".
         Returns True if the event was late (still counted)."""
-        c = _cache(params)
-        late = t < self.max_seen - c.lateness
+        late = t < self.max_seen - params.allowed_lateness_s
         if late:
             self.late_events += 1
         if t > self.max_seen:
             self.max_seen = t
-        self._rebase_for(c, t)
+        self._rebase_for(params, t)
         if t < self.first_seen:
             self.first_seen = t
         if t > self.last_access:
@@ -174,13 +157,13 @@ class HeatState:
             self.size_time = t
         if sums is not None:
             dt = t - self.ref
-            lams = c.lambdas
-            for i in range(c.n):
-                sums[i] += math.exp(lams[i] * dt)
+            for i, lam in enumerate(params.lambdas):
+                sums[i] += math.exp(lam * dt)
         return late
 
-    def _rebase_for(self, c: _Cache, t: float) -> None:
-        new_ref = math.floor(t / c.rebase_s) * c.rebase_s
+    def _rebase_for(self, params: HeatParams, t: float) -> None:
+        rebase = params.rebase_s
+        new_ref = math.floor(t / rebase) * rebase
         if self.ref is None:
             self.ref = new_ref
             return
@@ -188,7 +171,7 @@ class HeatState:
             return
         shift = new_ref - self.ref
         for sums in (self.read_sums, self.write_sums):
-            for i, lam in enumerate(c.lambdas):
+            for i, lam in enumerate(params.lambdas):
                 if sums[i]:
                     sums[i] *= math.exp(-lam * shift)
         self.ref = new_ref
@@ -197,7 +180,7 @@ class HeatState:
         if self.ref is None:
             return [0.0] * len(sums)
         dt = at - self.ref
-        return [s * math.exp(-lam * dt) if s else 0.0 for s, lam in zip(sums, _cache(params).lambdas)]
+        return [s * math.exp(-lam * dt) if s else 0.0 for s, lam in zip(sums, params.lambdas)]
 
     def read_heat(self, params: HeatParams, at: float) -> list[float]:
         """Decayed read counts at event time `at`, one per half-life (in `params.half_lives_s` order)."""
@@ -223,18 +206,21 @@ def heat_dict(params: HeatParams, values: list[float]) -> dict[str, float]:
     return dict(zip(params.labels, values))
 
 
-def expected_reads(params: HeatParams, state: HeatState, at: float, horizon_s: float) -> float:
+def expected_reads(params: HeatParams, state: HeatState, at: float, horizon_s: float,
+                   read_heat: list[float] | None = None) -> float:
     """Expected reads over the next `horizon_s` if the recent read rate continues.
 
     A decayed count with decay rate lam of a Poisson stream of rate r tends to r / lam, so r ~= heat * lam. We use
     the half-life closest to the horizon (in log scale): short half-lives react fast but are noisy over long
-    horizons, long ones lag."""
+    horizons, long ones lag. `read_heat`: the state's read heat at `at`, if the caller has it already."""
     if state.gone:
         return 0.0
-    heats = state.read_heat(params, at)
-    i = min(range(len(params.half_lives_s)), key=lambda j: abs(math.log(params.half_lives_s[j] / horizon_s)))
-    rate = heats[i] * LN2 / params.half_lives_s[i]
-    return rate * horizon_s
+    heats = read_heat if read_heat is not None else state.read_heat(params, at)
+    i = params.horizon_index.get(horizon_s)
+    if i is None:
+        hl = params.half_lives_s
+        i = params.horizon_index[horizon_s] = min(range(len(hl)), key=lambda j: abs(math.log(hl[j] / horizon_s)))
+    return heats[i] * params.lambdas[i] * horizon_s
 
 
 def poisson_at_least(mu: float, k: int) -> float:

@@ -51,10 +51,18 @@ class DelayedLabels:
     def on_read(self, key: str, t: float) -> None:
         entries = self._by_key.get(key)
         if entries:
-            h = self.horizon_s
+            h, k = self.horizon_s, self.hot_reads
+            settled = False
             for e in entries:
                 if e.at <= t <= e.at + h:
                     e.reads += 1
+                    settled = settled or e.reads >= k
+            if settled:
+                # A prediction with k reads is labelled positive whatever follows: stop counting for it, so a hot
+                # object's reads do not each walk all its pending predictions.
+                entries[:] = [e for e in entries if e.reads < k]
+                if not entries:
+                    del self._by_key[key]
 
     def pop_due(self, watermark: float) -> list[Labelled]:
         """Predictions whose horizon ended at or before `watermark`, labelled, oldest first."""
@@ -62,9 +70,10 @@ class DelayedLabels:
         heap = self._heap
         while heap and heap[0][0] <= watermark:
             _, _, e = heapq.heappop(heap)
-            entries = self._by_key[e.key]
-            entries.remove(e)
-            if not entries:
-                del self._by_key[e.key]
+            if e.reads < self.hot_reads:  # still counted (settled ones left the per-key list already)
+                entries = self._by_key[e.key]
+                entries.remove(e)
+                if not entries:
+                    del self._by_key[e.key]
             out.append(Labelled(e.key, e.at, e.x, e.p, e.reads >= self.hot_reads))
         return out

@@ -21,14 +21,23 @@ from river import forest, linear_model, metrics, preprocessing, utils
 LOGREG, FOREST = "logreg", "forest"
 
 
+def make_forest(kind: str, models: int, seed: int):
+    """"amf": Aggregated Mondrian Forest (online, well calibrated); "arf": Adaptive Random Forest (drift-aware)."""
+    if kind == "amf":
+        return forest.AMFClassifier(n_estimators=models, seed=seed)
+    if kind == "arf":
+        return forest.ARFClassifier(n_models=models, seed=seed)
+    raise ValueError(f"unknown forest kind {kind!r} (amf or arf)")
+
+
 class OnlineModel:
     def __init__(self, seed: int = 0, forest_fraction: float = 0.05, window: int = 2000, warmup: int = 200,
-                 forest_models: int = 5):
+                 forest_models: int = 5, forest_kind: str = "amf"):
         if not 0 < forest_fraction <= 1:
             raise ValueError("forest_fraction must be in (0, 1]")
         self.models = {
             LOGREG: preprocessing.StandardScaler() | linear_model.LogisticRegression(),
-            FOREST: forest.ARFClassifier(n_models=forest_models, seed=seed),
+            FOREST: make_forest(forest_kind, forest_models, seed),
         }
         self.scores = {name: utils.Rolling(metrics.LogLoss, window_size=window) for name in self.models}
         self.forest_fraction = forest_fraction

@@ -12,18 +12,20 @@ from flows.model import OnlineModel
 
 class RiverPredictor:
     def __init__(self, horizon_s: float, hot_reads: int, seed: int = 0, forest_fraction: float = 0.05,
-                 warmup: int = 200, window: int = 2000, forest_models: int = 5, record: bool = False):
+                 warmup: int = 200, window: int = 2000, forest_models: int = 5, forest_kind: str = "amf",
+                 record: bool = False):
         self.labels = DelayedLabels(horizon_s, hot_reads)
         self.model = OnlineModel(seed=seed, forest_fraction=forest_fraction, warmup=warmup, window=window,
-                                 forest_models=forest_models)
+                                 forest_models=forest_models, forest_kind=forest_kind)
         self.hot_reads = hot_reads
         # Offline evaluators set record=True and drain `labelled`: (prediction served, label) pairs in label order.
         self.record = record
         self.labelled: list[Labelled] = []
         self.labels_learned = 0
 
-    def on_evaluate(self, shard, key: str, rec, at: float, mu: float) -> float:
-        x = object_features(shard.params.heat, rec, at)
+    def on_evaluate(self, shard, key: str, rec, at: float, mu: float, read_heat: list[float],
+                    write_heat: list[float]) -> float:
+        x = object_features(shard.params.heat, rec, at, read_heat, write_heat)
         p = self.model.predict(x)
         if p is None:
             p = poisson_at_least(mu, self.hot_reads)
@@ -52,5 +54,6 @@ def make_predictor(settings, shard_id: int = 0, record: bool = False) -> RiverPr
         warmup=f.model_warmup,
         window=f.model_window,
         forest_models=f.forest_models,
+        forest_kind=f.forest_kind,
         record=record,
     )

@@ -34,7 +34,7 @@ class FlowParams:
     cold_threshold: float = 0.2
     eval_interval_s: float = 3600.0
     sweep_interval_s: float = 6 * 3600.0
-    heat_interval_s: float = 3600.0
+    heat_interval_s: float = 6 * 3600.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.cold_threshold < self.hot_threshold <= 1:
@@ -86,7 +86,8 @@ def split_object_key(object_key: str) -> tuple[str, str]:
 class PriorPredictor:
     """p_hot before any model: Poisson with the mean taken from the heat (flows.heat.expected_reads)."""
 
-    def on_evaluate(self, shard: "ShardState", key: str, rec: ObjectRecord, at: float, mu: float) -> float:
+    def on_evaluate(self, shard: "ShardState", key: str, rec: ObjectRecord, at: float, mu: float,
+                    read_heat: list[float], write_heat: list[float]) -> float:
         return poisson_at_least(mu, shard.params.hot_reads)
 
     def on_read(self, key: str, t: float) -> None:
@@ -137,7 +138,8 @@ class ShardState:
             self._emit(key, rec, t, NEW, self._evaluate(key, rec, t), out)
         elif op == "DELETE" and rec.gone and not was_gone:
             self.hot.discard(key)
-            self._emit(key, rec, t, GONE, 0.0, out)
+            h = p.heat
+            self._emit(key, rec, t, GONE, (0.0, 0.0, rec.read_heat(h, t), rec.write_heat(h, t)), out)
         elif not rec.gone:
             if t >= rec.next_eval:
                 self._consider(key, rec, t, out)
@@ -169,23 +171,25 @@ class ShardState:
         self._heat_snapshots(self.clock, out)
 
     # -- decisions ----------------------------------------------------------------------------------------
-    def _evaluate(self, key: str, rec: ObjectRecord, at: float) -> float:
-        p = self.params
-        mu = expected_reads(p.heat, rec, at, p.horizon_s)
-        rec.p_hot = self.predictor.on_evaluate(self, key, rec, at, mu)
+    def _evaluate(self, key: str, rec: ObjectRecord, at: float) -> tuple[float, float, list[float], list[float]]:
+        """p_hot, expected reads and the read/write heat of `rec` at `at` (computed once, used by all)."""
+        p, h = self.params, self.params.heat
+        rh, wh = rec.read_heat(h, at), rec.write_heat(h, at)
+        mu = expected_reads(h, rec, at, p.horizon_s, rh)
+        rec.p_hot = self.predictor.on_evaluate(self, key, rec, at, mu, rh, wh)
         rec.next_eval = at + p.eval_interval_s
         rec.eval_due = False
-        return rec.p_hot
+        return rec.p_hot, mu, rh, wh
 
     def _consider(self, key: str, rec: ObjectRecord, at: float, out: list) -> None:
-        p_hot = self._evaluate(key, rec, at)
-        p = self.params
+        evaluation = self._evaluate(key, rec, at)
+        p_hot, p = evaluation[0], self.params
         if p_hot >= p.hot_threshold and rec.outlook != HOT:
             self.hot.add(key)
-            self._emit(key, rec, at, HOT, p_hot, out)
+            self._emit(key, rec, at, HOT, evaluation, out)
         elif p_hot <= p.cold_threshold and rec.outlook != COLD:
             self.hot.discard(key)
-            self._emit(key, rec, at, COLD, p_hot, out)
+            self._emit(key, rec, at, COLD, evaluation, out)
 
     def _sweep(self, out: list) -> None:
         at = self.clock
@@ -195,9 +199,10 @@ class ShardState:
                 self._consider(key, rec, at, out)
         self.next_sweep_at = _next_multiple(at, self.params.sweep_interval_s)
 
-    def _emit(self, key: str, rec: ObjectRecord, at: float, outlook: str, p_hot: float, out: list) -> None:
+    def _emit(self, key: str, rec: ObjectRecord, at: float, outlook: str, evaluation, out: list) -> None:
         rec.outlook = outlook
         p, h = self.params, self.params.heat
+        p_hot, mu, rh, wh = evaluation
         bucket, obj = split_object_key(key)
         out.append(
             Candidate(
@@ -205,10 +210,10 @@ class ShardState:
                 key=obj,
                 as_of=at,
                 size=rec.size,
-                read_heat=heat_dict(h, rec.read_heat(h, at)),
-                write_heat=heat_dict(h, rec.write_heat(h, at)),
+                read_heat=heat_dict(h, rh),
+                write_heat=heat_dict(h, wh),
                 p_hot=min(1.0, max(0.0, p_hot)),
-                expected_reads=expected_reads(h, rec, at, p.horizon_s),
+                expected_reads=mu,
                 horizon_s=p.horizon_s,
                 first_seen=_finite(rec.first_seen, at),
                 last_access=_finite(rec.last_access, at),
