@@ -22,7 +22,7 @@ from dim.evaluation.workload import Workload
 from dim.traces import OPS
 from schemas import Candidate, Placement, Replica, topics
 from solver.catalogue import Catalogue
-from solver.plan import PlanResult, plan_with_details
+from solver.plan import PlanResult, newest_per_object, plan_with_details
 
 
 def plan_cycle(candidates: list[Candidate], current: dict[tuple[str, str], Placement], catalogue: Catalogue,
@@ -52,12 +52,9 @@ def kafka_partition(message_key: bytes, partitions: int) -> int:
 
 
 def make_predictor(settings: Settings, shard_id: int):
-    from flows import predict
+    from flows.predict import make_predictor as flow_predictor
 
-    try:
-        return predict.make_predictor(settings, shard_id=shard_id)
-    except TypeError:  # older signature without shard_id
-        return predict.make_predictor(settings)
+    return flow_predictor(settings, shard_id=shard_id)
 
 
 class Ours(Policy):
@@ -68,8 +65,9 @@ class Ours(Policy):
     name = "ours"
 
     def __init__(self, settings: Settings, catalogue: Catalogue, workload: Workload, shards: int | None = None,
-                 workers: int = 2, chunk: int = 1000, refresh_days: tuple[float, ...] = ()):
+                 workers: int = 2, chunk: int = 1000, refresh_days: tuple[float, ...] = (), progress: bool = False):
         self.refresh_days = tuple(refresh_days)
+        self.progress = progress
         # The Lagrangian method for every batch: exact without coupling constraints (per-object enumeration) and
         # fast; the live service picks the MILP for small batches, which has the same optimum.
         solver = settings.solver.model_copy(update={"milp_max_objects": 0})
@@ -92,7 +90,7 @@ class Ours(Policy):
         groups = [list(range(g, n_shards, max(1, workers))) for g in range(min(workers, n_shards))]
         shard_of = shard_of.tolist()
         jobs = [(self.settings, g, names, shard_of, w.size, w.ev_time, w.ev_obj, w.ev_op,
-                 (w.t0, w.slot_s, self.refresh_days)) for g in groups]
+                 (w.t0, w.slot_s, self.refresh_days), self.progress and k == 0) for k, g in enumerate(groups)]
         if len(jobs) == 1:
             results = [shard_group(jobs[0])]
         else:
@@ -114,6 +112,9 @@ class Ours(Policy):
         w = self.w
         cands = self.by_slot.pop(ctx.s, [])
         self.candidates_seen += len(cands)
+        # one cycle per slot: an object's newest candidate only (as the solver does within a batch), so each
+        # object is in one batch and its placement there is the slot's starting one
+        cands = sorted(newest_per_object(cands), key=lambda c: (c.as_of, c.key))
         if not cands:
             return None
         target = None
@@ -122,8 +123,7 @@ class Ours(Policy):
         for lo in range(0, len(cands), self.chunk):
             batch = cands[lo:lo + self.chunk]
             rows = sorted({self.index[c.key] for c in batch})
-            where = ctx.where if target is None else target
-            current = placements_of(rows, w, where, ctx.since, self.versions, self.catalogue)
+            current = placements_of(rows, w, ctx.where, ctx.since, self.versions, self.catalogue)
             result = plan_cycle(batch, current, self.catalogue, self.settings, ctx.now)
             for reason, count in result.skipped.items():
                 self.skipped[reason] = self.skipped.get(reason, 0) + count
@@ -150,7 +150,7 @@ class Ours(Policy):
 def shard_group(args) -> list[Candidate]:
     """Worker: run the events of the objects on shards `shard_ids` through fresh ShardStates (flows.shard with
     flows.predict's model, one per shard, seeded by shard id as in the live flow); the candidates, in order."""
-    settings, shard_ids, names, shard_of, size, ev_time, ev_obj, ev_op, (t0, slot_s, refresh_days) = args
+    settings, shard_ids, names, shard_of, size, ev_time, ev_obj, ev_op, (t0, slot_s, refresh_days), progress = args
     from flows.shard import FlowParams, ShardState
 
     # ObjectHeat snapshots feed dashboards, not the planner: skip them (heat_interval 0 = never).
@@ -163,12 +163,21 @@ def shard_group(args) -> list[Candidate]:
         from dim.evaluation.refresh import ColdRefresher
 
         refresher = ColdRefresher(shards, names, shard_of, t0, slot_s, refresh_days)
-    for t, i, op in zip(ev_time[mine].tolist(), ev_obj[mine].tolist(), ev_op[mine].tolist()):
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(mine), unit="ev", unit_scale=True, desc=f"flow replay (shards {shard_ids})")
+    for n, (t, i, op) in enumerate(zip(ev_time[mine].tolist(), ev_obj[mine].tolist(), ev_op[mine].tolist())):
+        if bar is not None and n % 20_000 == 0:
+            bar.update(min(20_000, len(mine) - n))
         if refresher is not None:
             refresher.before_event(t, i, out)
         sz = int(size[i])
         nbytes = sz if op <= 1 else 0  # GET and PUT transfer the object (dim.producers.to_event)
         shards[shard_of[i]].on_event(names[i], t, OPS[op], nbytes, sz, out)
+    if bar is not None:
+        bar.close()
     if refresher is not None:
         refresher.until(math.inf, out)
     return [c for c in out if isinstance(c, Candidate)]

@@ -23,7 +23,7 @@ EXPERIMENTS = ("ours_refresh",)  # accepted by --policies, not run by default
 
 
 def make_policies(names, settings: Settings, catalogue: Catalogue, workload: Workload, ladder: Ladder,
-                  shards: int | None, workers: int = 2) -> list[Policy]:
+                  shards: int | None, workers: int = 2, progress: bool = False) -> list[Policy]:
     out: list[Policy] = []
     for name in names:
         if name == "all_hot":
@@ -39,12 +39,12 @@ def make_policies(names, settings: Settings, catalogue: Catalogue, workload: Wor
         elif name == "ours":
             from dim.evaluation.ours import Ours
 
-            out.append(Ours(settings, catalogue, workload, shards=shards, workers=workers))
+            out.append(Ours(settings, catalogue, workload, shards=shards, workers=workers, progress=progress))
         elif name == "ours_refresh":  # experiment: see dim/evaluation/refresh.py
             from dim.evaluation.ours import Ours
 
             pol = Ours(settings, catalogue, workload, shards=shards, workers=workers,
-                       refresh_days=(1, 2, 4, 8, 16, 32, 64))
+                       refresh_days=(1, 2, 4, 8, 16, 32, 64), progress=progress)
             pol.name = "ours_refresh"
             out.append(pol)
         elif name == "hindsight":
@@ -64,7 +64,7 @@ def simulate(workload: Workload, catalogue: Catalogue, settings: Settings, names
     initial = np.isin(np.array(catalogue.ids), initial_ids)
     ladder = Ladder(catalogue, initial_ids)
     t = time.perf_counter()
-    policies = make_policies(names, settings, catalogue, workload, ladder, shards, workers)
+    policies = make_policies(names, settings, catalogue, workload, ladder, shards, workers, progress)
     prepare_s = time.perf_counter() - t
     ledgers = [Ledger(catalogue, la, workload.size, workload.birth, initial, workload.slot_s,
                       settings.solver.sla_ms, workload.n_slots, t0=workload.t0, managed=p.managed)
