@@ -86,27 +86,20 @@ def list_objects(store: AnalyticsStore, *, bucket: str | None, prefix: str | Non
     if cursor:
         if sort_expr is None:
             cb, ck = decode_cursor(cursor, (str, str))
-            where.append("(bucket, key) > ({cb:String}, {ck:String})")
+            # Spelled out rather than as a tuple comparison, which the primary-key analysis uses less well.
+            where.append("key > {ck:String}" if bucket is not None and cb == bucket
+                         else "bucket >= {cb:String} AND (bucket > {cb:String} OR key > {ck:String})")
         else:
             cv, cb, ck = decode_cursor(cursor, (float, str, str))
             where.append(f"({sv}, bucket, key) > ({{cv:Float64}}, {{cb:String}}, {{ck:String}})")
             params["cv"] = cv
         params["cb"], params["ck"] = cb, ck
     order = "bucket, key" if sort_expr is None else f"{sv}, bucket, key"
-    page = f"""SELECT bucket, key, version, size, locations, updated_at, {sv} AS sort_value
-               FROM {store.table(t.PLACEMENTS)} FINAL WHERE {' AND '.join(where)}
-               ORDER BY {order} LIMIT {{limit:UInt32}}"""
+    # FINAL with the primary key's order: the page is read in order from the cursor and stops at the limit.
     rows = store.query(
-        f"""WITH page AS ({page})
-        SELECT p.bucket AS bucket, p.key AS key, p.version AS version, p.size AS size, p.locations AS locations,
-               toFloat64(p.updated_at) AS updated_at, p.sort_value AS sort_value,
-               h.p_hot AS p_hot, h.reads AS reads, if(h.key = '', NULL, toFloat64(h.last_access)) AS last_access,
-               h.key != '' AS has_heat
-        FROM page AS p
-        LEFT JOIN (SELECT bucket, key, p_hot, reads, last_access FROM {store.table(t.OBJECT_HEAT_LATEST)} FINAL
-                   WHERE (bucket, key) IN (SELECT bucket, key FROM page)) AS h
-          ON h.bucket = p.bucket AND h.key = p.key
-        ORDER BY p.sort_value, p.bucket, p.key""",
+        f"""SELECT bucket, key, version, size, locations, toFloat64(updated_at) AS updated_at, {sv} AS sort_value
+            FROM {store.table(t.PLACEMENTS)} FINAL WHERE {' AND '.join(where)}
+            ORDER BY {order} LIMIT {{limit:UInt32}}""",
         params,
     )
     next_cursor = None
@@ -116,17 +109,41 @@ def list_objects(store: AnalyticsStore, *, bucket: str | None, prefix: str | Non
         next_cursor = encode_cursor(
             [last["bucket"], last["key"]] if sort_expr is None else [last["sort_value"], last["bucket"], last["key"]]
         )
+    heat = _latest_heat(store, rows, contiguous=sort_expr is None)
     for r in rows:
-        if not r.pop("has_heat"):
-            r["p_hot"] = r["reads"] = r["last_access"] = None
         r.pop("sort_value", None)
+        h = heat.get((r["bucket"], r["key"]))
+        r["p_hot"], r["reads"], r["last_access"] = (h["p_hot"], h["reads"], h["last_access"]) if h else (None,) * 3
     return rows, next_cursor
 
 
+def _latest_heat(store: AnalyticsStore, rows: list[dict], contiguous: bool) -> dict[tuple[str, str], dict]:
+    """The newest heat of the objects of a page. A page in key order is one primary-key range of the heat table;
+    any other page is looked up object by object in one query."""
+    if not rows:
+        return {}
+    cols = f"""bucket, key, p_hot, reads, toFloat64(last_access) AS last_access
+               FROM {store.table(t.OBJECT_HEAT_LATEST)} FINAL"""
+    if contiguous and rows[0]["bucket"] == rows[-1]["bucket"]:
+        found = store.query(
+            f"SELECT {cols} WHERE bucket = {{b:String}} AND key >= {{k0:String}} AND key <= {{k1:String}}",
+            {"b": rows[0]["bucket"], "k0": rows[0]["key"], "k1": rows[-1]["key"]})
+    else:
+        params: dict[str, Any] = {}
+        cond = []
+        for i, r in enumerate(rows):
+            cond.append(f"(bucket = {{b{i}:String}} AND key = {{k{i}:String}})")
+            params[f"b{i}"], params[f"k{i}"] = r["bucket"], r["key"]
+        found = store.query(f"SELECT {cols} WHERE {' OR '.join(cond)}", params)
+    return {(h["bucket"], h["key"]): h for h in found}
+
+
 def object_placement(store: AnalyticsStore, bucket: str, key: str) -> dict | None:
+    # The newest version without FINAL: a point lookup reads the object's few versions only.
     rows = store.query(
         f"""SELECT bucket, key, version, replicas, toFloat64(updated_at) AS updated_at, deleted
-            FROM {store.table(t.PLACEMENTS)} FINAL WHERE bucket = {{b:String}} AND key = {{k:String}}""",
+            FROM {store.table(t.PLACEMENTS)} WHERE bucket = {{b:String}} AND key = {{k:String}}
+            ORDER BY version DESC LIMIT 1""",
         {"b": bucket, "k": key})
     if not rows:
         return None
@@ -136,10 +153,11 @@ def object_placement(store: AnalyticsStore, bucket: str, key: str) -> dict | Non
 
 
 def object_heat(store: AnalyticsStore, bucket: str, key: str, limit: int) -> list[dict]:
+    # LIMIT 1 BY as_of collapses a redelivered snapshot as FINAL would, at the cost of a point lookup.
     rows = store.query(
         f"""SELECT toFloat64(as_of) AS as_of, read_heat, write_heat, reads, writes, p_hot
-            FROM {store.table(t.OBJECT_HEAT)} FINAL WHERE bucket = {{b:String}} AND key = {{k:String}}
-            ORDER BY as_of DESC LIMIT {{n:UInt32}}""",
+            FROM {store.table(t.OBJECT_HEAT)} WHERE bucket = {{b:String}} AND key = {{k:String}}
+            ORDER BY as_of DESC LIMIT 1 BY as_of LIMIT {{n:UInt32}}""",
         {"b": bucket, "k": key, "n": limit})
     return rows[::-1]
 
@@ -147,21 +165,10 @@ def object_heat(store: AnalyticsStore, bucket: str, key: str, limit: int) -> lis
 def object_access(store: AnalyticsStore, bucket: str, key: str, limit: int) -> list[dict]:
     rows = store.query(
         f"""SELECT toFloat64(toUnixTimestamp(hour)) AS hour, gets, puts, heads, deletes, bytes_read, bytes_written
-            FROM {store.table(t.ACCESS_HOURLY)} FINAL WHERE bucket = {{b:String}} AND key = {{k:String}}
-            ORDER BY hour DESC LIMIT {{n:UInt32}}""",
+            FROM {store.table(t.ACCESS_HOURLY)} WHERE bucket = {{b:String}} AND key = {{k:String}}
+            ORDER BY hour DESC, computed_at DESC LIMIT 1 BY hour LIMIT {{n:UInt32}}""",
         {"b": bucket, "k": key, "n": limit})
     return rows[::-1]
-
-
-def object_known(store: AnalyticsStore, bucket: str, key: str) -> bool:
-    """Known from any source: its catalog entry, a heat snapshot or an access."""
-    rows = store.query(
-        f"""SELECT (SELECT count() FROM {store.table(t.OBJECT_HEAT_LATEST)}
-                    WHERE bucket = {{b:String}} AND key = {{k:String}})
-                 + (SELECT count() FROM {store.table(t.ACCESS_HOURLY)}
-                    WHERE bucket = {{b:String}} AND key = {{k:String}}) AS n""",
-        {"b": bucket, "k": key})
-    return bool(rows and rows[0]["n"])
 
 
 # --- moves and plans ------------------------------------------------------------------------------------------
@@ -199,13 +206,29 @@ def list_moves(store: AnalyticsStore, *, status: str | None, plan_id: str | None
         where.append("move_id > {after:String}")
         params["after"] = after
     if status is not None:
+        # The status is the latest move event: filtering on it needs the join before the limit.
         params["status"] = status
-    rows = store.query(_moves_sql(store, " AND ".join(where), status is not None)
-                       + " ORDER BY move_id LIMIT {limit:UInt32}", params)
+        rows = store.query(_moves_sql(store, " AND ".join(where), True)
+                           + " ORDER BY move_id LIMIT {limit:UInt32}", params)
+    else:
+        rows = store.query(f"""SELECT move_id, plan_id, bucket, key, size, from_locations, to_locations,
+                                      expected_saving_usd, transition_cost_usd, reason, expected_version
+                               FROM {store.table(t.MOVES)} FINAL WHERE {" AND ".join(where)}
+                               ORDER BY move_id LIMIT {{limit:UInt32}}""", params)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
         next_cursor = encode_cursor([rows[-1]["move_id"]])
+    if status is None and rows:
+        latest = {r["move_id"]: r for r in store.query(
+            f"""SELECT move_id, argMax(state, (ts, _offset)) AS state, toFloat64(max(ts)) AS at,
+                       argMax(reason, (ts, _offset)) AS last_reason
+                FROM {store.table(t.MOVE_EVENTS)} WHERE move_id IN {{ids:Array(String)}} GROUP BY move_id""",
+            {"ids": [r["move_id"] for r in rows]})}
+        for r in rows:
+            e = latest.get(r["move_id"])
+            r["status"], r["status_at"], r["last_reason"] = (e["state"], e["at"], e["last_reason"]) if e \
+                else ("planned", None, "")
     return rows, next_cursor
 
 

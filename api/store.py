@@ -43,6 +43,14 @@ def _escape_text(value: str) -> str:
             .replace("\r", "\\r").replace("\0", "\\0"))
 
 
+def _array_element(value: Any) -> str:
+    if isinstance(value, str):
+        return "'" + _escape_text(value).replace("'", "\\'") + "'"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    raise TypeError(f"unsupported array element type {type(value).__name__}")
+
+
 def _chdb_param(value: Any) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
@@ -51,10 +59,8 @@ def _chdb_param(value: Any) -> str:
     if isinstance(value, str):
         return _escape_text(value)
     if isinstance(value, (list, tuple)):
-        # Arrays of numbers only: string elements would need a second, quoted escaping layer.
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            raise TypeError("array parameters must hold numbers only")
-        return "[" + ",".join(repr(v) for v in value) + "]"
+        # An array is parsed as a literal (no escaped-text layer): strings are quoted and escaped inside it.
+        return "[" + ",".join(_array_element(v) for v in value) + "]"
     if value is None:
         return "\\N"
     raise TypeError(f"unsupported parameter type {type(value).__name__}")

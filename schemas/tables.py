@@ -33,6 +33,8 @@ SLA_EVENTS = "sla_events"  # reads served from a location slower than the SLA, p
 # Reference data loaded from the price catalogue (replaced on every load).
 LOCATION_PRICES = "location_prices"
 EGRESS_PRICES = "egress_prices"
+# Ingestion bookkeeping: the end markers each consumer group has seen (so a restarted bounded run still ends).
+INGEST_MARKERS = "ingest_markers"
 SCHEMA_MIGRATIONS = "schema_migrations"
 
 # Which topic feeds which table.
@@ -98,14 +100,15 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 moves UInt64, {_KAFKA_COLS}
             ) ENGINE = ReplacingMergeTree
             ORDER BY (plan_id)""",
-            # Fed by the moves topic and by the moves embedded in each plan: one row per move_id either way.
+            # Fed by the moves topic and by the moves embedded in each plan: one row per move_id either way
+            # (a move never changes object). Ordered by object: the object detail looks its moves up.
             f"""CREATE TABLE IF NOT EXISTS {{db}}.{MOVES} (
                 move_id String, plan_id String, bucket LowCardinality(String), key String, size UInt64,
                 from_locations Array(String), to_locations Array(String),
                 expected_saving_usd Float64, transition_cost_usd Float64, reason String,
                 expected_version Nullable(UInt64), {_KAFKA_COLS}
             ) ENGINE = ReplacingMergeTree
-            ORDER BY (move_id)""",
+            ORDER BY (bucket, key, move_id)""",
             f"""CREATE TABLE IF NOT EXISTS {{db}}.{MOVE_EVENTS} (
                 ts DateTime64(3), move_id String, plan_id String, bucket LowCardinality(String), key String,
                 state LowCardinality(String), location LowCardinality(String), bytes UInt64,
@@ -166,6 +169,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 monitoring_usd_per_1k_objects Float64, catalogue_version String, loaded_at DateTime64(6)
             ) ENGINE = ReplacingMergeTree(loaded_at)
             ORDER BY location""",
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.{INGEST_MARKERS} (
+                consumer_group String, run_id String, topic LowCardinality(String), partition UInt16,
+                offset UInt64, seen_at DateTime DEFAULT now()
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (consumer_group, run_id, topic, partition)
+            TTL seen_at + INTERVAL 30 DAY""",
             f"""CREATE TABLE IF NOT EXISTS {{db}}.{EGRESS_PRICES} (
                 src String, dst String, usd_gb Float64, loaded_at DateTime64(6)
             ) ENGINE = ReplacingMergeTree(loaded_at)
