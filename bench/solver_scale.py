@@ -41,8 +41,15 @@ def trace_distribution(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
     return per_object["size"].to_numpy(float), per_object["reads"].to_numpy(float), span
 
 
-def build_instance(n: int, seed: int, trace: Path, size_scale: float, time_scale: float, budget_fraction: float,
-                   capacity_fraction: dict[str, float]):
+def build_instance(
+    n: int,
+    seed: int,
+    trace: Path,
+    size_scale: float,
+    time_scale: float,
+    budget_fraction: float,
+    capacity_fraction: dict[str, float],
+):
     from dim.config import SolverSettings
     from solver.catalogue import load_catalogue
     from solver.synthetic import problem_from_arrays
@@ -60,9 +67,16 @@ def build_instance(n: int, seed: int, trace: Path, size_scale: float, time_scale
         current[:, cat.index(lid)] = True
     age = np.where(current, rng.uniform(0, 365, current.shape), 0.0)
     total = float(size.sum())
-    pb = problem_from_arrays(cat, settings, size, reads, current, age,
-                             capacity={k: v * total for k, v in capacity_fraction.items()},
-                             budget_bytes=budget_fraction * total)
+    pb = problem_from_arrays(
+        cat,
+        settings,
+        size,
+        reads,
+        current,
+        age,
+        capacity={k: v * total for k, v in capacity_fraction.items()},
+        budget_bytes=budget_fraction * total,
+    )
     return pb, settings
 
 
@@ -72,11 +86,19 @@ def build_instance(n: int, seed: int, trace: Path, size_scale: float, time_scale
 @click.option("--trace", type=click.Path(path_type=Path, exists=True), default=DEFAULT_TRACE)
 @click.option("--size-scale", type=float, default=10_000.0)
 @click.option("--time-scale", type=float, default=3600.0)
-@click.option("--budget-fraction", type=float, default=0.05, help="Bytes that may be copied, share of all bytes.")
-@click.option("--capacity", "capacities", multiple=True,
-              default=("gcp:us-east1:coldline=0.03", "aws:us-east-1:standard-ia=0.01"),
-              help="LOCATION=FRACTION of all bytes it may hold (repeatable).")
-@click.option("--milp/--no-milp", default=None, help="Also solve the monolithic MILP (default: when N <= 100,000).")
+@click.option(
+    "--budget-fraction", type=float, default=0.05, help="Bytes that may be copied, share of all bytes."
+)
+@click.option(
+    "--capacity",
+    "capacities",
+    multiple=True,
+    default=("gcp:us-east1:coldline=0.03", "aws:us-east-1:standard-ia=0.01"),
+    help="LOCATION=FRACTION of all bytes it may hold (repeatable).",
+)
+@click.option(
+    "--milp/--no-milp", default=None, help="Also solve the monolithic MILP (default: when N <= 100,000)."
+)
 @click.option("--milp-time-limit", type=float, default=300.0)
 def main(n, seed, trace, size_scale, time_scale, budget_fraction, capacities, milp, milp_time_limit):
     from solver.lagrangian import solve_lagrangian
@@ -84,7 +106,7 @@ def main(n, seed, trace, size_scale, time_scale, budget_fraction, capacities, mi
 
     capacity_fraction = {c.split("=")[0]: float(c.split("=")[1]) for c in capacities}
     t0 = time.perf_counter()
-    pb, settings = build_instance(n, seed, trace, size_scale, time_scale, budget_fraction, capacity_fraction)
+    pb, _ = build_instance(n, seed, trace, size_scale, time_scale, budget_fraction, capacity_fraction)
     build_s = time.perf_counter() - t0
     log(f"instance: {n} objects x {pb.n_locations} locations, built in {build_s:.1f} s")
 
@@ -93,30 +115,55 @@ def main(n, seed, trace, size_scale, time_scale, budget_fraction, capacities, mi
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert not pb.violations(sol.chosen), pb.violations(sol.chosen)
     moved = int((sol.chosen & ~pb.current).any(axis=1).sum())
-    log(f"lagrangian: {seconds:.2f} s, objective {sol.objective:.6f}, bound {sol.lower_bound:.6f}, "
-        f"gap {sol.gap:.2e}, {moved} objects move, prices {sol.info.get('prices')}")
+    log(
+        f"lagrangian: {seconds:.2f} s, objective {sol.objective:.6f}, bound {sol.lower_bound:.6f}, "
+        f"gap {sol.gap:.2e}, {moved} objects move, prices {sol.info.get('prices')}"
+    )
     out = {
-        "objects": n, "locations": pb.n_locations, "binaries": int(pb.allowed.sum()), "method": sol.method,
-        "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "gap": sol.gap, "objective_usd": sol.objective,
-        "lower_bound_usd": sol.lower_bound, "objects_moved": moved, "build_seconds": round(build_s, 2),
-        "size_scale": size_scale, "time_scale": time_scale, "budget_fraction": budget_fraction,
-        "capacity_fraction": capacity_fraction, "seed": seed, "trace": trace.name,
+        "objects": n,
+        "locations": pb.n_locations,
+        "binaries": int(pb.allowed.sum()),
+        "method": sol.method,
+        "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu, 3),
+        "gap": sol.gap,
+        "objective_usd": sol.objective,
+        "lower_bound_usd": sol.lower_bound,
+        "objects_moved": moved,
+        "build_seconds": round(build_s, 2),
+        "size_scale": size_scale,
+        "time_scale": time_scale,
+        "budget_fraction": budget_fraction,
+        "capacity_fraction": capacity_fraction,
+        "seed": seed,
+        "trace": trace.name,
     }
     if milp if milp is not None else n <= 100_000:
         t0, c0 = time.perf_counter(), time.process_time()
         exact = solve_milp(pb, "highs", time_limit_s=milp_time_limit, rel_gap=1e-4)
         milp_s, milp_cpu = time.perf_counter() - t0, time.process_time() - c0
-        log(f"milp: {milp_s:.1f} s ({exact.info.get('build_s', 0):.1f} s to build), status {exact.status}, "
-            f"objective {exact.objective:.6f}, bound {exact.lower_bound}")
-        out.update({
-            "milp_seconds": round(milp_s, 2), "milp_cpu_seconds": round(milp_cpu, 2),
-            "milp_build_seconds": round(exact.info.get("build_s", 0.0), 2),
-            "milp_status": exact.status, "milp_gap": exact.gap, "milp_objective_usd": exact.objective,
-            "speedup": round(milp_s / seconds, 1), "cpu_speedup": round(milp_cpu / max(cpu, 1e-9), 1),
-            # the decomposition's plan measured against the MILP's own bound, when it has one
-            "gap_vs_milp_bound": ((sol.objective - exact.lower_bound) / sol.objective
-                                  if exact.lower_bound is not None else None),
-        })
+        log(
+            f"milp: {milp_s:.1f} s ({exact.info.get('build_s', 0):.1f} s to build), status {exact.status}, "
+            f"objective {exact.objective:.6f}, bound {exact.lower_bound}"
+        )
+        out.update(
+            {
+                "milp_seconds": round(milp_s, 2),
+                "milp_cpu_seconds": round(milp_cpu, 2),
+                "milp_build_seconds": round(exact.info.get("build_s", 0.0), 2),
+                "milp_status": exact.status,
+                "milp_gap": exact.gap,
+                "milp_objective_usd": exact.objective,
+                "speedup": round(milp_s / seconds, 1),
+                "cpu_speedup": round(milp_cpu / max(cpu, 1e-9), 1),
+                # the decomposition's plan measured against the MILP's own bound, when it has one
+                "gap_vs_milp_bound": (
+                    (sol.objective - exact.lower_bound) / sol.objective
+                    if exact.lower_bound is not None
+                    else None
+                ),
+            }
+        )
     print(json.dumps(out))
 
 

@@ -136,9 +136,19 @@ def parse_catalogue(data: dict) -> Catalogue:
             raise CatalogueError(f"{loc.id}: bucket name {loc.bucket!r} is not a valid S3 bucket name")
         for group in SOURCED_GROUPS:
             if loc.src.get(group) not in sources:
-                raise CatalogueError(f"{loc.id}: {group} numbers have no known source ({loc.src.get(group)!r})")
-        numbers = (loc.storage_usd_gb_month, loc.retrieval_usd_gb, loc.get_usd_per_1k, loc.put_usd_per_1k,
-                   loc.min_storage_days, loc.min_billable_bytes, loc.first_byte_ms, loc.restore_hours)
+                raise CatalogueError(
+                    f"{loc.id}: {group} numbers have no known source ({loc.src.get(group)!r})"
+                )
+        numbers = (
+            loc.storage_usd_gb_month,
+            loc.retrieval_usd_gb,
+            loc.get_usd_per_1k,
+            loc.put_usd_per_1k,
+            loc.min_storage_days,
+            loc.min_billable_bytes,
+            loc.first_byte_ms,
+            loc.restore_hours,
+        )
         if any(n < 0 for n in numbers):
             raise CatalogueError(f"{loc.id}: negative price or limit")
         locs.append(loc)
@@ -149,15 +159,18 @@ def parse_catalogue(data: dict) -> Catalogue:
     pairs = {}
     for row in data.get("egress", []):
         if row.get("source") not in sources:
-            raise CatalogueError(f"egress {row.get('src')}->{row.get('dst')}: unknown source {row.get('source')!r}")
+            raise CatalogueError(
+                f"egress {row.get('src')}->{row.get('dst')}: unknown source {row.get('source')!r}"
+            )
         pairs[(row["src"], row["dst"])] = float(row["usd_gb"])
     providers = {loc.provider for loc in locs}
     for table in ("cross_provider", "internet"):
         missing = providers - set(egress[table])
         if missing:
             raise CatalogueError(f"egress {table} has no price for {sorted(missing)}")
-    return Catalogue(version=str(data["version"]), locations=tuple(locs), egress=egress, pairs=pairs,
-                     sources=sources)
+    return Catalogue(
+        version=str(data["version"]), locations=tuple(locs), egress=egress, pairs=pairs, sources=sources
+    )
 
 
 @lru_cache(maxsize=8)

@@ -47,10 +47,10 @@ class LocationArrays:
     internet: np.ndarray  # (L,) $/GB to a client
 
     @classmethod
-    def of(cls, cat: Catalogue) -> "LocationArrays":
+    def of(cls, cat: Catalogue) -> LocationArrays:
         locs = cat.locations
         providers = tuple(dict.fromkeys(loc.provider for loc in locs))
-        arr = lambda f: np.array([f(loc) for loc in locs], dtype=float)  # noqa: E731
+        arr = lambda f: np.array([f(loc) for loc in locs], dtype=float)
         return cls(
             ids=cat.ids,
             providers=providers,
@@ -164,8 +164,15 @@ def transition(cm: CostMatrices, i: int, from_locs: list[int], to_locs: list[int
 
 # ---- single-object helpers (same formulas, one row) -------------------------------------------------------------
 
-def object_costs(cat: Catalogue, size: int, reads: float, current: dict[str, float], p: CostParams,
-                 la: LocationArrays | None = None) -> CostMatrices:
+
+def object_costs(
+    cat: Catalogue,
+    size: int,
+    reads: float,
+    current: dict[str, float],
+    p: CostParams,
+    la: LocationArrays | None = None,
+) -> CostMatrices:
     """Cost matrices of one object; `current` maps its current location ids to replica ages in days."""
     la = la or LocationArrays.of(cat)
     cur = np.array([[lid in current for lid in la.ids]])
@@ -178,6 +185,8 @@ def horizon_cost(cat: Catalogue, size: int, reads: float, locations: list[str], 
     return set_cost(cm, 0, [cat.index(lid) for lid in locations])
 
 
-def transition_cost(cat: Catalogue, size: int, current: dict[str, float], to: list[str], p: CostParams) -> float:
+def transition_cost(
+    cat: Catalogue, size: int, current: dict[str, float], to: list[str], p: CostParams
+) -> float:
     cm = object_costs(cat, size, 0.0, current, p)
     return transition(cm, 0, [cat.index(lid) for lid in current], [cat.index(lid) for lid in to])

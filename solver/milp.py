@@ -49,14 +49,17 @@ def build_model(pb: Problem) -> tuple[pulp.LpProblem, dict, float]:
         for p in np.unique(provs):
             members = [v for v, q in zip(xi, provs) if q == p]
             if len(members) > pb.max_per_provider[i]:
-                constraints.append(pulp.LpConstraint(_affine([(v, 1) for v in members]), le,
-                                                     rhs=int(pb.max_per_provider[i])))
+                constraints.append(
+                    pulp.LpConstraint(_affine([(v, 1) for v in members]), le, rhs=int(pb.max_per_provider[i]))
+                )
         sv = serve[i, locs]
         if len(locs) and np.ptp(sv) > 0:
             si = [model.add_variable(f"s_{i}_{l}", 0, 1) for l in locs]
             objective.extend(zip(si, sv.tolist()))
             constraints.append(pulp.LpConstraint(_affine([(v, 1) for v in si]), eq, rhs=1))
-            constraints.extend(pulp.LpConstraint(_affine([(vs, 1), (vx, -1)]), le, rhs=0) for vs, vx in zip(si, xi))
+            constraints.extend(
+                pulp.LpConstraint(_affine([(vs, 1), (vx, -1)]), le, rhs=0) for vs, vx in zip(si, xi)
+            )
         elif len(locs):
             offset += float(sv[0])  # every allowed location serves at the same cost
         size = float(pb.size[i])
@@ -79,8 +82,9 @@ def build_model(pb: Problem) -> tuple[pulp.LpProblem, dict, float]:
     return model, x, offset
 
 
-def solve_milp(pb: Problem, backend: str = "highs", time_limit_s: float | None = None,
-               rel_gap: float = 1e-6) -> Solution:
+def solve_milp(
+    pb: Problem, backend: str = "highs", time_limit_s: float | None = None, rel_gap: float = 1e-6
+) -> Solution:
     """Solve exactly (up to rel_gap). HiGHS by default; CBC if asked or if highspy is missing."""
     t0 = time.perf_counter()
     model, x, offset = build_model(pb)
@@ -95,15 +99,29 @@ def solve_milp(pb: Problem, backend: str = "highs", time_limit_s: float | None =
     seconds = time.perf_counter() - t0
     binaries = len(x)
     if status not in ("Optimal",) or (chosen.sum(axis=1) != pb.rf).any():
-        return Solution(chosen=pb.current.copy(), objective=float("inf"), lower_bound=None, method=method,
-                        status="infeasible" if status == "Infeasible" else status.lower(), seconds=seconds,
-                        binaries=binaries, info={"build_s": build_s, "pulp_status": status})
+        return Solution(
+            chosen=pb.current.copy(),
+            objective=float("inf"),
+            lower_bound=None,
+            method=method,
+            status="infeasible" if status == "Infeasible" else status.lower(),
+            seconds=seconds,
+            binaries=binaries,
+            info={"build_s": build_s, "pulp_status": status},
+        )
     objective = pb.objective(chosen)
     bound = _dual_bound(model, method, offset, objective, rel_gap)
     hit_limit = bound is not None and objective - bound > rel_gap * abs(objective) + 1e-9
-    return Solution(chosen=chosen, objective=objective, lower_bound=bound, method=method,
-                    status="feasible" if hit_limit else "optimal", seconds=seconds, binaries=binaries,
-                    info={"build_s": build_s, "pulp_status": status})
+    return Solution(
+        chosen=chosen,
+        objective=objective,
+        lower_bound=bound,
+        method=method,
+        status="feasible" if hit_limit else "optimal",
+        seconds=seconds,
+        binaries=binaries,
+        info={"build_s": build_s, "pulp_status": status},
+    )
 
 
 def _solver(backend: str, time_limit_s: float | None, rel_gap: float):

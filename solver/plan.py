@@ -33,15 +33,24 @@ class PlanResult:
     keys: list[tuple[str, str]] = field(default_factory=list)  # the objects of `problem`, in its row order
 
 
-def plan_placements(candidates: list[Candidate], current: dict[tuple[str, str], Placement], catalogue: Catalogue,
-                    settings: SolverSettings, now: float) -> PlacementPlan:
+def plan_placements(
+    candidates: list[Candidate],
+    current: dict[tuple[str, str], Placement],
+    catalogue: Catalogue,
+    settings: SolverSettings,
+    now: float,
+) -> PlacementPlan:
     """Plan replica changes for `candidates`; `current` maps (bucket, key) to the catalog entry."""
     return plan_with_details(candidates, current, catalogue, settings, now).plan
 
 
 def cost_params(settings: SolverSettings) -> CostParams:
-    return CostParams(horizon_days=settings.planning_horizon_days, sla_ms=settings.sla_ms,
-                      sla_penalty_usd=settings.sla_penalty_usd, sla_min_reads=settings.sla_min_reads)
+    return CostParams(
+        horizon_days=settings.planning_horizon_days,
+        sla_ms=settings.sla_ms,
+        sla_penalty_usd=settings.sla_penalty_usd,
+        sla_min_reads=settings.sla_min_reads,
+    )
 
 
 def newest_per_object(candidates: list[Candidate]) -> list[Candidate]:
@@ -88,8 +97,13 @@ def _can_hold(allowed: np.ndarray, la: LocationArrays, rf: int, max_pp: int) -> 
     return int(np.minimum(per_provider, max_pp).sum()) >= rf
 
 
-def plan_with_details(candidates: list[Candidate], current: dict[tuple[str, str], Placement],
-                      catalogue: Catalogue, settings: SolverSettings, now: float) -> PlanResult:
+def plan_with_details(
+    candidates: list[Candidate],
+    current: dict[tuple[str, str], Placement],
+    catalogue: Catalogue,
+    settings: SolverSettings,
+    now: float,
+) -> PlanResult:
     la = LocationArrays.of(catalogue)
     params = cost_params(settings)
     skipped: Counter = Counter()
@@ -107,8 +121,9 @@ def plan_with_details(candidates: list[Candidate], current: dict[tuple[str, str]
             mask = mask & ~la.archive
         rf = max(settings.replication_factor, (policy.min_replication_factor or 0) if policy else 0)
         n_prov = len(set(la.provider_of[mask].tolist()))
-        max_pp = effective_max_per_provider(n_prov, rf, settings.provider_diversity,
-                                            settings.max_replicas_per_provider)
+        max_pp = effective_max_per_provider(
+            n_prov, rf, settings.provider_diversity, settings.max_replicas_per_provider
+        )
         if not _can_hold(mask, la, rf, max_pp):
             skipped["policy_infeasible"] += 1
             continue
@@ -128,13 +143,25 @@ def plan_with_details(candidates: list[Candidate], current: dict[tuple[str, str]
         skipped["repair_over_budget"] += int(forced.sum())
         rows = [r for r, f in zip(rows, forced) if not f]
         if not rows:
-            return PlanResult(_empty_plan(plan_id, now, len(candidates), method=sol.method), skipped, sol, pb, [(c.bucket, c.key) for c, *_ in rows])
+            return PlanResult(
+                _empty_plan(plan_id, now, len(candidates), method=sol.method),
+                skipped,
+                sol,
+                pb,
+                [(c.bucket, c.key) for c, *_ in rows],
+            )
         pb = _problem(rows, la, params, settings, catalogue, now)
         sol = solve(pb, settings)
     if sol.status == "infeasible" or not np.isfinite(sol.objective):
         skipped["infeasible_batch"] += len(rows)
         log.warning("solver found no feasible plan for %d objects (%s)", len(rows), sol.status)
-        return PlanResult(_empty_plan(plan_id, now, len(candidates), method=sol.method), skipped, sol, pb, [(c.bucket, c.key) for c, *_ in rows])
+        return PlanResult(
+            _empty_plan(plan_id, now, len(candidates), method=sol.method),
+            skipped,
+            sol,
+            pb,
+            [(c.bucket, c.key) for c, *_ in rows],
+        )
 
     keep = pb.keep_feasible()
     month = 30.0 / params.horizon_days
@@ -149,16 +176,32 @@ def plan_with_details(candidates: list[Candidate], current: dict[tuple[str, str]
         saving = float(horizon_before[i] - horizon_after[i])
         trans = float(pb.transition_linear[i] @ sol.chosen[i] + pb.const[i])
         reason = _reason(c, now, catalogue, from_ids, to_ids, saving * month, trans, keep[i], rf, params)
-        moves.append(Move(
-            move_id=f"{plan_id}-{i}", plan_id=plan_id, bucket=c.bucket, key=c.key, size=c.size,
-            from_locations=from_ids, to_locations=to_ids, expected_saving_usd=saving,
-            transition_cost_usd=trans, reason=reason, expected_version=placement.version,
-        ))
+        moves.append(
+            Move(
+                move_id=f"{plan_id}-{i}",
+                plan_id=plan_id,
+                bucket=c.bucket,
+                key=c.key,
+                size=c.size,
+                from_locations=from_ids,
+                to_locations=to_ids,
+                expected_saving_usd=saving,
+                transition_cost_usd=trans,
+                reason=reason,
+                expected_version=placement.version,
+            )
+        )
     plan = PlacementPlan(
-        plan_id=plan_id, created_at=now, method=sol.method, candidates=len(candidates),
-        objective_usd=sol.objective, lower_bound_usd=sol.lower_bound, gap=sol.gap,
+        plan_id=plan_id,
+        created_at=now,
+        method=sol.method,
+        candidates=len(candidates),
+        objective_usd=sol.objective,
+        lower_bound_usd=sol.lower_bound,
+        gap=sol.gap,
         cost_before_usd_month=float(horizon_before.sum() * month),
-        cost_after_usd_month=float(horizon_after.sum() * month), moves=moves,
+        cost_after_usd_month=float(horizon_after.sum() * month),
+        moves=moves,
     )
     return PlanResult(plan, skipped, sol, pb, [(c.bucket, c.key) for c, *_ in rows])
 
@@ -179,10 +222,13 @@ def _skip_reason(c: Candidate, placement: Placement | None, catalogue: Catalogue
     return None
 
 
-def _problem(rows, la: LocationArrays, params: CostParams, settings: SolverSettings, catalogue: Catalogue,
-             now: float) -> Problem:
+def _problem(
+    rows, la: LocationArrays, params: CostParams, settings: SolverSettings, catalogue: Catalogue, now: float
+) -> Problem:
     n, L = len(rows), len(la)
-    size = np.array([max(c.size, max((r.size for r in p.replicas), default=0)) for c, p, *_ in rows], dtype=float)
+    size = np.array(
+        [max(c.size, max((r.size for r in p.replicas), default=0)) for c, p, *_ in rows], dtype=float
+    )
     reads = np.array([expected_reads_over_horizon(c, params.horizon_days) for c, *_ in rows])
     cur = np.zeros((n, L), dtype=bool)
     age = np.zeros((n, L))
@@ -195,9 +241,14 @@ def _problem(rows, la: LocationArrays, params: CostParams, settings: SolverSetti
     capacity = np.array([float(settings.capacity_bytes.get(lid, np.inf)) for lid in la.ids])
     capacity = np.maximum(capacity, (cur * size[:, None]).sum(axis=0))
     return Problem(
-        la=la, cm=cost_matrices(size, reads, cur, age, la, params), size=size, current=cur,
-        allowed=np.stack([m for *_, m in rows]), rf=np.array([r[2] for r in rows]),
-        max_per_provider=np.array([r[3] for r in rows]), capacity=capacity,
+        la=la,
+        cm=cost_matrices(size, reads, cur, age, la, params),
+        size=size,
+        current=cur,
+        allowed=np.stack([m for *_, m in rows]),
+        rf=np.array([r[2] for r in rows]),
+        max_per_provider=np.array([r[3] for r in rows]),
+        capacity=capacity,
         budget_bytes=float(settings.move_budget_bytes) if settings.move_budget_bytes is not None else np.inf,
         budget_usd=float(settings.move_budget_usd) if settings.move_budget_usd is not None else np.inf,
         move_fee=settings.min_net_saving_usd,
@@ -214,8 +265,18 @@ def _ordered(from_ids: list[str], to_ids: list[str]) -> list[str]:
     return [loc for loc in from_ids if loc in to_ids] + sorted(loc for loc in to_ids if loc not in from_ids)
 
 
-def _reason(c: Candidate, now: float, cat: Catalogue, from_ids: list[str], to_ids: list[str],
-            saving_month: float, transition_usd: float, keep_feasible: bool, rf: int, params: CostParams) -> str:
+def _reason(
+    c: Candidate,
+    now: float,
+    cat: Catalogue,
+    from_ids: list[str],
+    to_ids: list[str],
+    saving_month: float,
+    transition_usd: float,
+    keep_feasible: bool,
+    rf: int,
+    params: CostParams,
+) -> str:
     idle_days = max(0.0, now - c.last_access) / SECONDS_PER_DAY
     reads = expected_reads_over_horizon(c, params.horizon_days)
     added = [cat.location(loc).label for loc in to_ids if loc not in from_ids]
@@ -223,8 +284,10 @@ def _reason(c: Candidate, now: float, cat: Catalogue, from_ids: list[str], to_id
     what = " + ".join(added) if added else "fewer replicas"
     if dropped:
         what += f" (instead of {' + '.join(dropped)})"
-    head = f"p_hot {c.p_hot:.2f}, {idle_days:.0f} days since last read, {reads:.2f} reads expected in " \
-           f"{params.horizon_days:.0f} d"
+    head = (
+        f"p_hot {c.p_hot:.2f}, {idle_days:.0f} days since last read, {reads:.2f} reads expected in "
+        f"{params.horizon_days:.0f} d"
+    )
     if not keep_feasible:
         return f"{head}; current replicas break RF {rf} or policy → {what}, changes cost by {_usd(-saving_month)}/month"
     verb = "saves" if saving_month >= 0 else "costs"
@@ -244,5 +307,6 @@ def _plan_id(version: str, now: float, keys: list) -> str:
 
 
 def _empty_plan(plan_id: str, now: float, candidates: int, method: str = "none") -> PlacementPlan:
-    return PlacementPlan(plan_id=plan_id, created_at=now, method=method, candidates=candidates,
-                         objective_usd=0.0, moves=[])
+    return PlacementPlan(
+        plan_id=plan_id, created_at=now, method=method, candidates=candidates, objective_usd=0.0, moves=[]
+    )

@@ -57,8 +57,9 @@ class Problem:
         return np.where(self.current, -self.cm.drop, self.cm.add)
 
     def coupled(self) -> bool:
-        return bool(np.isfinite(self.capacity).any() or np.isfinite(self.budget_bytes)
-                    or np.isfinite(self.budget_usd))
+        return bool(
+            np.isfinite(self.capacity).any() or np.isfinite(self.budget_bytes) or np.isfinite(self.budget_usd)
+        )
 
     # ---- evaluation of an assignment X (N, L) bool ----------------------------------------------------------
     def object_costs(self, x: np.ndarray) -> np.ndarray:
@@ -91,7 +92,9 @@ class Problem:
         use = self.usage(x)
         over = use["capacity"] > self.capacity * (1 + tol) + tol
         for loc in np.flatnonzero(over):
-            out.append(f"capacity of {self.la.ids[loc]} exceeded: {use['capacity'][loc]:.0f} > {self.capacity[loc]:.0f}")
+            out.append(
+                f"capacity of {self.la.ids[loc]} exceeded: {use['capacity'][loc]:.0f} > {self.capacity[loc]:.0f}"
+            )
         if use["bytes"] > self.budget_bytes * (1 + tol) + tol:
             out.append(f"move budget exceeded: {use['bytes']:.0f} bytes > {self.budget_bytes:.0f}")
         if use["usd"] > self.budget_usd * (1 + tol) + tol:
@@ -127,8 +130,11 @@ class Solution:
 
 def replica_sets(la: LocationArrays, rf: int, max_per_provider: int) -> np.ndarray:
     """All location index sets of size rf with at most max_per_provider per provider: (K, rf) int."""
-    sets = [c for c in itertools.combinations(range(len(la)), rf)
-            if np.bincount(la.provider_of[list(c)], minlength=len(la.providers)).max() <= max_per_provider]
+    sets = [
+        c
+        for c in itertools.combinations(range(len(la)), rf)
+        if np.bincount(la.provider_of[list(c)], minlength=len(la.providers)).max() <= max_per_provider
+    ]
     return np.array(sets, dtype=np.int64).reshape(len(sets), rf)
 
 

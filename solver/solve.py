@@ -41,6 +41,13 @@ def _no_worse_than_keeping(pb: Problem, sol: Solution) -> Solution:
     if sol.objective <= keep:
         return sol
     bound = sol.lower_bound
-    return Solution(chosen=pb.current.copy(), objective=keep, lower_bound=bound, method=sol.method,
-                    status="optimal" if bound is not None and keep - bound <= 1e-12 else "feasible",
-                    seconds=sol.seconds, binaries=sol.binaries, info={**sol.info, "kept_current": True})
+    return Solution(
+        chosen=pb.current.copy(),
+        objective=keep,
+        lower_bound=bound,
+        method=sol.method,
+        status="optimal" if bound is not None and keep - bound <= 1e-12 else "feasible",
+        seconds=sol.seconds,
+        binaries=sol.binaries,
+        info={**sol.info, "kept_current": True},
+    )

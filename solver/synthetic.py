@@ -12,10 +12,18 @@ from solver.plan import cost_params
 from solver.problem import Problem, effective_max_per_provider
 
 
-def problem_from_arrays(catalogue: Catalogue, settings: SolverSettings, size: np.ndarray, reads: np.ndarray,
-                        current: np.ndarray, age_days: np.ndarray, allowed: np.ndarray | None = None,
-                        capacity: dict[str, float] | None = None, budget_bytes: float = np.inf,
-                        budget_usd: float = np.inf) -> Problem:
+def problem_from_arrays(
+    catalogue: Catalogue,
+    settings: SolverSettings,
+    size: np.ndarray,
+    reads: np.ndarray,
+    current: np.ndarray,
+    age_days: np.ndarray,
+    allowed: np.ndarray | None = None,
+    capacity: dict[str, float] | None = None,
+    budget_bytes: float = np.inf,
+    budget_usd: float = np.inf,
+) -> Problem:
     """A problem over objects given by arrays: size bytes (N,), expected reads over the horizon (N,), current
     replicas (N, L) bool and their ages in days (N, L). Archive tiers are barred where reads exceed
     settings.archive_max_reads, as in the live planner."""
@@ -24,17 +32,33 @@ def problem_from_arrays(catalogue: Catalogue, settings: SolverSettings, size: np
     allowed = np.ones((n, len(la)), dtype=bool) if allowed is None else allowed.copy()
     allowed &= ~((reads[:, None] > settings.archive_max_reads) & la.archive[None, :])
     rf = settings.replication_factor
-    mpp = effective_max_per_provider(len(la.providers), rf, settings.provider_diversity,
-                                     settings.max_replicas_per_provider)
+    mpp = effective_max_per_provider(
+        len(la.providers), rf, settings.provider_diversity, settings.max_replicas_per_provider
+    )
     cap = np.array([float((capacity or {}).get(lid, np.inf)) for lid in la.ids])
-    return Problem(la=la, cm=cost_matrices(size, reads, current, age_days, la, cost_params(settings)),
-                   size=np.asarray(size, dtype=float), current=current, allowed=allowed,
-                   rf=np.full(n, rf), max_per_provider=np.full(n, mpp), capacity=cap, budget_bytes=budget_bytes,
-                   budget_usd=budget_usd, move_fee=settings.min_net_saving_usd)
+    return Problem(
+        la=la,
+        cm=cost_matrices(size, reads, current, age_days, la, cost_params(settings)),
+        size=np.asarray(size, dtype=float),
+        current=current,
+        allowed=allowed,
+        rf=np.full(n, rf),
+        max_per_provider=np.full(n, mpp),
+        capacity=cap,
+        budget_bytes=budget_bytes,
+        budget_usd=budget_usd,
+        move_fee=settings.min_net_saving_usd,
+    )
 
 
-def random_problem(catalogue: Catalogue, settings: SolverSettings, n: int, seed: int = 0,
-                   budget_fraction: float | None = None, capacity_fraction: dict[str, float] | None = None) -> Problem:
+def random_problem(
+    catalogue: Catalogue,
+    settings: SolverSettings,
+    n: int,
+    seed: int = 0,
+    budget_fraction: float | None = None,
+    capacity_fraction: dict[str, float] | None = None,
+) -> Problem:
     """A random but plausible problem: log-normal sizes, heavy-tailed reads, objects in the initial locations.
     budget_fraction: move budget as a fraction of total bytes; capacity_fraction: location -> fraction of total
     bytes it may hold."""
@@ -48,7 +72,12 @@ def random_problem(catalogue: Catalogue, settings: SolverSettings, n: int, seed:
     age = np.where(current, rng.uniform(0, 200, (n, len(la))), 0.0)
     total = float(size.sum())
     return problem_from_arrays(
-        catalogue, settings, size, reads, current, age,
+        catalogue,
+        settings,
+        size,
+        reads,
+        current,
+        age,
         capacity={k: v * total for k, v in (capacity_fraction or {}).items()},
         budget_bytes=budget_fraction * total if budget_fraction is not None else np.inf,
     )

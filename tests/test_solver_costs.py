@@ -16,10 +16,21 @@ GIB = 1 << 30
 
 def test_catalogue_has_every_tier_with_sources():
     tiers = {loc.id for loc in CAT.locations}
-    for expected in ("aws:us-east-1:standard", "aws:us-east-1:standard-ia", "aws:us-east-1:glacier-ir",
-                     "aws:us-east-1:glacier-flexible", "aws:us-east-1:deep-archive", "azure:eastus:hot",
-                     "azure:eastus:cool", "azure:eastus:cold", "azure:eastus:archive", "gcp:us-east1:standard",
-                     "gcp:us-east1:nearline", "gcp:us-east1:coldline", "gcp:us-east1:archive"):
+    for expected in (
+        "aws:us-east-1:standard",
+        "aws:us-east-1:standard-ia",
+        "aws:us-east-1:glacier-ir",
+        "aws:us-east-1:glacier-flexible",
+        "aws:us-east-1:deep-archive",
+        "azure:eastus:hot",
+        "azure:eastus:cool",
+        "azure:eastus:cold",
+        "azure:eastus:archive",
+        "gcp:us-east1:standard",
+        "gcp:us-east1:nearline",
+        "gcp:us-east1:coldline",
+        "gcp:us-east1:archive",
+    ):
         assert expected in tiers
     assert CAT.version
     for loc in CAT.locations:
@@ -53,10 +64,13 @@ def test_egress_prices():
 
 def test_storage_over_horizon_by_hand():
     assert horizon_cost(CAT, GIB, 0.0, ["aws:us-east-1:standard"], P) == pytest.approx(0.023)
-    assert horizon_cost(CAT, GIB, 0.0, ["aws:us-east-1:standard"], CostParams(horizon_days=90)) == \
-        pytest.approx(0.069)
+    assert horizon_cost(
+        CAT, GIB, 0.0, ["aws:us-east-1:standard"], CostParams(horizon_days=90)
+    ) == pytest.approx(0.069)
     # 10 KB in Standard-IA is billed as 128 KiB
-    assert horizon_cost(CAT, 10_000, 0.0, ["aws:us-east-1:standard-ia"], P) == pytest.approx(131072 / GB * 0.0125)
+    assert horizon_cost(CAT, 10_000, 0.0, ["aws:us-east-1:standard-ia"], P) == pytest.approx(
+        131072 / GB * 0.0125
+    )
     # Deep Archive adds 40 KB of per-object overhead
     assert horizon_cost(CAT, 0, 0.0, ["aws:us-east-1:deep-archive"], P) == pytest.approx(40960 / GB * 0.00099)
 
@@ -82,16 +96,27 @@ def test_sla_penalty_per_violating_read():
 
 def test_transition_costs_by_hand():
     # add GCS Nearline copying from S3 Standard: egress 0.09 + GET 0.0004/1000 + PUT 0.01/1000
-    t = transition_cost(CAT, GIB, {"aws:us-east-1:standard": 100.0}, ["aws:us-east-1:standard",
-                                                                       "gcp:us-east1:nearline"], P)
+    t = transition_cost(
+        CAT, GIB, {"aws:us-east-1:standard": 100.0}, ["aws:us-east-1:standard", "gcp:us-east1:nearline"], P
+    )
     assert t == pytest.approx(0.09 + 0.0004 / 1000 + 0.01 / 1000)
     # copy source is the cheapest current replica: from S3 Standard (0.09) rather than GCS Coldline (0.12+0.02)
-    t = transition_cost(CAT, GIB, {"aws:us-east-1:standard": 100.0, "gcp:us-east1:coldline": 100.0},
-                        ["aws:us-east-1:standard", "gcp:us-east1:coldline", "azure:eastus:hot"], P)
+    t = transition_cost(
+        CAT,
+        GIB,
+        {"aws:us-east-1:standard": 100.0, "gcp:us-east1:coldline": 100.0},
+        ["aws:us-east-1:standard", "gcp:us-east1:coldline", "azure:eastus:hot"],
+        P,
+    )
     assert t == pytest.approx(0.09 + 0.0004 / 1000 + 0.005 / 1000)
     # dropping a 30-day-old Glacier IR replica: 60 remaining days of 0.004/GB-month
-    t = transition_cost(CAT, GIB, {"aws:us-east-1:glacier-ir": 30.0, "aws:us-east-1:standard": 1.0},
-                        ["aws:us-east-1:standard"], P)
+    t = transition_cost(
+        CAT,
+        GIB,
+        {"aws:us-east-1:glacier-ir": 30.0, "aws:us-east-1:standard": 1.0},
+        ["aws:us-east-1:standard"],
+        P,
+    )
     assert t == pytest.approx(0.004 * 60 / 30)
     # ... and nothing once it is older than its 90-day minimum
     assert transition_cost(CAT, GIB, {"aws:us-east-1:glacier-ir": 91.0}, [], P) == 0.0

@@ -22,8 +22,16 @@ def _problem(sizes, reads, settings=None, allowed=None, current_ids=None, **kw):
     for lid in current_ids or settings.initial_locations:
         current[:, CAT.index(lid)] = True
     age = np.where(current, 400.0, 0.0)
-    return problem_from_arrays(CAT, settings, np.array(sizes, dtype=float), np.array(reads, dtype=float),
-                               current, age, allowed=allowed, **kw)
+    return problem_from_arrays(
+        CAT,
+        settings,
+        np.array(sizes, dtype=float),
+        np.array(reads, dtype=float),
+        current,
+        age,
+        allowed=allowed,
+        **kw,
+    )
 
 
 def _ids(row):

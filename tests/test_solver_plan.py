@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from dim.config import SolverPolicy, SolverSettings
 from schemas import Candidate, Placement, Replica
@@ -19,15 +21,30 @@ IDS = [loc.id for loc in CAT.locations]
 
 
 def cand(key, size=GIB, reads=0.0, idle_days=40.0, p_hot=0.02, bucket="b", growing=False, as_of=NOW):
-    return Candidate(bucket=bucket, key=key, as_of=as_of, size=size, read_heat={"1d": reads}, write_heat={},
-                     p_hot=p_hot, expected_reads=reads, horizon_s=DAY, first_seen=NOW - 400 * DAY,
-                     last_access=NOW - idle_days * DAY, growing=growing)
+    return Candidate(
+        bucket=bucket,
+        key=key,
+        as_of=as_of,
+        size=size,
+        read_heat={"1d": reads},
+        write_heat={},
+        p_hot=p_hot,
+        expected_reads=reads,
+        horizon_s=DAY,
+        first_seen=NOW - 400 * DAY,
+        last_access=NOW - idle_days * DAY,
+        growing=growing,
+    )
 
 
 def placed(c, locations, age_days=400.0, version=4):
-    return Placement(bucket=c.bucket, key=c.key, version=version, updated_at=NOW,
-                     replicas=[Replica(location=loc, size=c.size, created_at=NOW - age_days * DAY)
-                               for loc in locations])
+    return Placement(
+        bucket=c.bucket,
+        key=c.key,
+        version=version,
+        updated_at=NOW,
+        replicas=[Replica(location=loc, size=c.size, created_at=NOW - age_days * DAY) for loc in locations],
+    )
 
 
 def test_cold_object_moves_with_a_readable_reason():
@@ -49,8 +66,10 @@ def test_move_only_where_it_pays_off():
     tiny = cand("tiny", size=100)
     # a freshly written Glacier IR replica: dropping it now costs its early-deletion charge
     fresh = cand("fresh", reads=0.0)
-    current = {("b", "tiny"): placed(tiny, s.initial_locations),
-               ("b", "fresh"): placed(fresh, ["aws:us-east-1:glacier-ir", "gcp:us-east1:coldline"], age_days=1)}
+    current = {
+        ("b", "tiny"): placed(tiny, s.initial_locations),
+        ("b", "fresh"): placed(fresh, ["aws:us-east-1:glacier-ir", "gcp:us-east1:coldline"], age_days=1),
+    }
     plan = plan_placements([tiny, fresh], current, CAT, s, NOW)
     assert [m.key for m in plan.moves] == []
 
@@ -58,8 +77,11 @@ def test_move_only_where_it_pays_off():
 def test_skips_are_counted_not_planned():
     s = SolverSettings()
     ok, growing, missing, unknown = cand("ok"), cand("g", growing=True), cand("missing"), cand("unknown")
-    current = {("b", "ok"): placed(ok, s.initial_locations), ("b", "g"): placed(growing, s.initial_locations),
-               ("b", "unknown"): placed(unknown, ["aws:mars-1:standard", "gcp:us-east1:standard"])}
+    current = {
+        ("b", "ok"): placed(ok, s.initial_locations),
+        ("b", "g"): placed(growing, s.initial_locations),
+        ("b", "unknown"): placed(unknown, ["aws:mars-1:standard", "gcp:us-east1:standard"]),
+    }
     result = plan_with_details([ok, growing, missing, unknown], current, CAT, s, NOW)
     assert result.skipped == {"growing": 1, "no_catalog_entry": 1, "unknown_location": 1}
     assert [m.key for m in result.plan.moves] == ["ok"]
@@ -84,8 +106,10 @@ def test_object_below_rf_is_repaired():
 
 
 def test_policies_longest_prefix_and_mask():
-    pols = [SolverPolicy(prefix="b/", allowed_providers=["aws", "gcp"]),
-            SolverPolicy(prefix="b/legal/", pinned_tier="hot", min_replication_factor=3, allow_archive=False)]
+    pols = [
+        SolverPolicy(prefix="b/", allowed_providers=["aws", "gcp"]),
+        SolverPolicy(prefix="b/legal/", pinned_tier="hot", min_replication_factor=3, allow_archive=False),
+    ]
     assert policy_for("b/legal/x", pols).prefix == "b/legal/"
     assert policy_for("b/other", pols).prefix == "b/"
     assert policy_for("c/other", pols) is None
@@ -95,30 +119,53 @@ def test_policies_longest_prefix_and_mask():
     c = cand("legal/doc")
     plan = plan_placements([c], {("b", "legal/doc"): placed(c, s.initial_locations)}, CAT, s, NOW)
     [move] = plan.moves
-    assert sorted(move.to_locations) == ["aws:us-east-1:standard", "azure:eastus:hot", "gcp:us-east1:standard"]
+    assert sorted(move.to_locations) == [
+        "aws:us-east-1:standard",
+        "azure:eastus:hot",
+        "gcp:us-east1:standard",
+    ]
 
 
 # ---- properties ------------------------------------------------------------------------------------------------
+
 
 @st.composite
 def batches(draw):
     n = draw(st.integers(1, 12))
     rf = draw(st.integers(1, 3))
-    policies = draw(st.lists(st.builds(
-        SolverPolicy, prefix=st.sampled_from(["b/a", "b/b", "b/ab"]),
-        allowed_providers=st.one_of(st.none(), st.sampled_from([["aws", "gcp"], ["azure", "aws"], ["gcp"]])),
-        pinned_tier=st.one_of(st.none(), st.sampled_from(["hot", "cool", "cold", "glacier-ir"])),
-        min_replication_factor=st.one_of(st.none(), st.integers(1, 3)),
-        allow_archive=st.booleans()), max_size=3))
+    policies = draw(
+        st.lists(
+            st.builds(
+                SolverPolicy,
+                prefix=st.sampled_from(["b/a", "b/b", "b/ab"]),
+                allowed_providers=st.one_of(
+                    st.none(), st.sampled_from([["aws", "gcp"], ["azure", "aws"], ["gcp"]])
+                ),
+                pinned_tier=st.one_of(st.none(), st.sampled_from(["hot", "cool", "cold", "glacier-ir"])),
+                min_replication_factor=st.one_of(st.none(), st.integers(1, 3)),
+                allow_archive=st.booleans(),
+            ),
+            max_size=3,
+        )
+    )
     caps = draw(st.dictionaries(st.sampled_from(IDS), st.integers(0, 8 * GIB), max_size=3))
     budget = draw(st.one_of(st.none(), st.integers(0, 6 * GIB)))
-    s = SolverSettings(replication_factor=rf, policies=policies, capacity_bytes=caps, move_budget_bytes=budget,
-                       milp_max_objects=draw(st.sampled_from([0, 1000])))  # both methods
+    s = SolverSettings(
+        replication_factor=rf,
+        policies=policies,
+        capacity_bytes=caps,
+        move_budget_bytes=budget,
+        milp_max_objects=draw(st.sampled_from([0, 1000])),
+    )  # both methods
     cands, current = [], {}
     for i in range(n):
         key = draw(st.sampled_from(["a", "b", "ab", "c"])) + str(i)
-        c = cand(key, size=draw(st.integers(0, 2 * GIB)), reads=draw(st.sampled_from([0.0, 0.01, 0.5, 3.0, 200.0])),
-                 idle_days=draw(st.floats(0, 400)))
+        c = cand(
+            key,
+            size=draw(st.integers(0, 2 * GIB)),
+            reads=draw(st.sampled_from([0.0, 0.01, 0.5, 3.0, 200.0])),
+            idle_days=draw(st.floats(0, 400)),
+        )
         locs = draw(st.lists(st.sampled_from(IDS), min_size=1, max_size=3, unique=True))
         current[("b", key)] = placed(c, locs, age_days=draw(st.floats(0, 400)))
         cands.append(c)
@@ -160,12 +207,20 @@ def test_plans_keep_rf_policies_capacity_and_never_cost_more_than_staying(batch)
 
 
 @hsettings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 4 * GIB), st.sampled_from([0.0, 0.3, 2.0, 50.0]), st.floats(0, 400)),
-                min_size=1, max_size=8), st.sampled_from([0, 1000]))
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 4 * GIB), st.sampled_from([0.0, 0.3, 2.0, 50.0]), st.floats(0, 400)),
+        min_size=1,
+        max_size=8,
+    ),
+    st.sampled_from([0, 1000]),
+)
 def test_plan_never_costs_more_than_keeping_by_its_own_account(objs, milp_max):
     s = SolverSettings(milp_max_objects=milp_max, move_budget_bytes=2 * GIB)
     cands = [cand(f"k{i}", size=size, reads=reads) for i, (size, reads, _) in enumerate(objs)]
-    current = {("b", c.key): placed(c, s.initial_locations, age_days=age) for c, (_, _, age) in zip(cands, objs)}
+    current = {
+        ("b", c.key): placed(c, s.initial_locations, age_days=age) for c, (_, _, age) in zip(cands, objs)
+    }
     result = plan_with_details(cands, current, CAT, s, NOW)
     keep_cost = result.problem.objective(result.problem.current)
     assert result.plan.objective_usd <= keep_cost + 1e-9
@@ -177,9 +232,25 @@ def test_plan_never_costs_more_than_keeping_by_its_own_account(objs, milp_max):
 
 @pytest.mark.parametrize("milp_max", [0, 1000])
 def test_capacity_setting_limits_where_objects_go(milp_max):
-    s = SolverSettings(capacity_bytes={"aws:us-east-1:deep-archive": int(2.5 * GIB)}, milp_max_objects=milp_max)
+    s = SolverSettings(
+        capacity_bytes={"aws:us-east-1:deep-archive": int(2.5 * GIB)}, milp_max_objects=milp_max
+    )
     cands = [cand(f"c{i}") for i in range(4)]
     current = {("b", c.key): placed(c, s.initial_locations) for c in cands}
     plan = plan_placements(cands, current, CAT, s, NOW)
     into_deep = [m for m in plan.moves if "aws:us-east-1:deep-archive" in m.to_locations]
     assert len(plan.moves) == 4 and len(into_deep) == 2
+
+
+@pytest.mark.parametrize("milp_max", [0, 1000])
+def test_move_budget_in_dollars(milp_max):
+    free = SolverSettings(milp_max_objects=milp_max)
+    cands = [cand(f"d{i}", size=(i + 1) * GIB) for i in range(5)]
+    current = {("b", c.key): placed(c, free.initial_locations) for c in cands}
+    unbounded = plan_placements(cands, current, CAT, free, NOW)
+    spent = sum(m.transition_cost_usd for m in unbounded.moves)
+    assert len(unbounded.moves) == 5 and spent > 0
+    tight = SolverSettings(milp_max_objects=milp_max, move_budget_usd=spent / 3)
+    plan = plan_placements(cands, current, CAT, tight, NOW)
+    assert 0 < len(plan.moves) < 5
+    assert sum(m.transition_cost_usd for m in plan.moves) <= spent / 3 + 1e-9

@@ -1,0 +1,90 @@
+"""The Lagrangian decomposition's parts against brute force: exact prices, fixed objects, certified bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from dim.config import SolverSettings
+from solver import duals
+from solver import enumeration as en
+from solver import lagrangian as lg
+from solver.catalogue import load_catalogue
+from solver.milp import solve_milp
+from solver.synthetic import random_problem
+
+CAT = load_catalogue()
+
+
+def _usage_at(base, b, mu):
+    """Usage at price mu with ties broken towards the smaller use, by brute force."""
+    val = base + mu * b
+    best = val.min(axis=1, keepdims=True)
+    tied = val <= best + 1e-12 * np.abs(best)
+    return np.where(tied, b, np.inf).min(axis=1).sum()
+
+
+@hsettings(max_examples=80, deadline=None)
+@given(st.integers(1, 30), st.integers(2, 5), st.integers(0, 10_000), st.floats(0.05, 0.95))
+def test_exact_price_is_the_smallest_feasible_price(n, m, seed, share):
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0, 10, (n, m))
+    b = rng.integers(0, 5, (n, m)).astype(float)
+    lo, hi = b.min(axis=1).sum(), b.max(axis=1).sum()
+    rhs = lo + share * (hi - lo)
+    mu = duals.exact_price(base, b, rhs)
+    assert _usage_at(base, b, mu) <= rhs + 1e-9
+    if mu > 0:  # any smaller price breaks the constraint
+        assert _usage_at(base, b, mu * (1 - 1e-7)) > rhs
+
+
+def test_exact_price_reports_infeasible():
+    base = np.array([[0.0, 1.0]])
+    b = np.array([[3.0, 2.0]])
+    with pytest.raises(duals.Infeasible):
+        duals.exact_price(base, b, 1.0)
+
+
+def test_fixed_objects_never_change_with_prices():
+    pb = random_problem(
+        CAT,
+        SolverSettings(),
+        3000,
+        seed=4,
+        budget_fraction=0.05,
+        capacity_fraction={"gcp:us-east1:coldline": 0.02},
+    )
+    cons = en.coupling_constraints(pb)
+    rhs = np.array([c.rhs for c in cons])
+    tb = en.tables(pb, cons)
+    _, _, tops = en.full_pass(pb, tb, np.zeros(len(cons)), top=6)
+    cost, use = en.evaluate_sets(pb, tb, tops)
+    cands = en.Candidates(tops, cost, use)
+    fixed = duals.fixed_objects(cands)
+    assert 0 < fixed.sum() < pb.n
+    at_zero = duals.argmin_at(cands, np.zeros(len(cons)), rhs)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        mu = rng.uniform(0, 1e-9, len(cons))
+        assert (duals.argmin_at(cands, mu, rhs)[fixed] == at_zero[fixed]).all()
+
+
+@pytest.mark.parametrize("seed", [11, 13])
+def test_certified_bound_below_milp_optimum_and_gap_small(seed):
+    pb = random_problem(
+        CAT,
+        SolverSettings(),
+        600,
+        seed=seed,
+        budget_fraction=0.03,
+        capacity_fraction={"gcp:us-east1:coldline": 0.02, "aws:us-east-1:standard-ia": 0.01},
+    )
+    exact = solve_milp(pb)
+    sol = lg.solve_lagrangian(pb)
+    assert pb.violations(sol.chosen) == []
+    assert sol.lower_bound <= exact.objective * (1 + 1e-9)
+    assert sol.gap <= 1e-3
+    assert sol.objective <= exact.objective * (1 + 1e-3)
