@@ -137,7 +137,7 @@ class SolverSettings(BaseModel):
     move_budget_bytes: int | None = None
     move_budget_usd: float | None = None  # transition dollars (egress + retrieval + PUTs + early deletion)
     # Method by size: the exact MILP up to this many objects, the Lagrangian decomposition above.
-    milp_max_objects: int = 2_000
+    milp_max_objects: int = 1_000
     milp_backend: Literal["highs", "cbc"] = "highs"
     milp_time_limit_s: float = 60.0
     milp_rel_gap: float = 1e-6
