@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import click
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _raise_stopped(signum, frame):
+    raise _Stopped()
 
 
 def _settings():
@@ -34,8 +43,13 @@ def api_cmd(host, port, no_ingest):
     load_prices(store, settings)
     ingester = None if no_ingest else BackgroundIngester(settings, store).start()
     app = create_app(settings, store, ingester.stats if ingester else None)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal: turn that into an exception so
+    # the ingester is stopped between batches and the store closed before the process exits (status 0).
+    signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         uvicorn.run(app, host=host or settings.api.host, port=port or settings.api.port, log_level="info")
+    except (_Stopped, KeyboardInterrupt):
+        pass
     finally:
         if ingester:
             ingester.stop()
