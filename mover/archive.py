@@ -34,7 +34,8 @@ def ensure_restored(store: ReplicaStore, location: str, key: str, m: MoverSettin
     except PermanentError as exc:
         # Stores without archive tiers refuse the request (NotImplemented, InvalidObjectState for an object
         # that is not archived, ...): the bytes are readable now.
-        if not any(code in exc.reason for code in ("NotImplemented", "InvalidObjectState", "InvalidRequest",
+        if not any(code in exc.reason for code in ("NotImplemented", "MethodNotAllowed", "InvalidObjectState",
+                                                    "InvalidRequest",
                                                     "RestoreAlreadyInProgress", "501", "400")):
             raise
         if "RestoreAlreadyInProgress" not in exc.reason:

@@ -3,7 +3,7 @@
 Every request is either forwarded unchanged (the Host header too, so SigV4 signatures stay valid) or hit by one
 fault, drawn with the configured probabilities:
 
-* `rate_429`, `rate_503`, `rate_500`: answer with that S3 error without forwarding;
+* `rate_429`, `rate_503`, `rate_500` (and `rate_403`, permanent): answer with that S3 error, not forwarded;
 * `drop_rate`: close the connection without an answer, half the time *before* forwarding and half *after* the
   upstream executed the request (the nasty case: a write landed but the client saw an error);
 * `truncate_rate`: forward, then cut the response body short and close (GET with a body only);
@@ -31,13 +31,15 @@ from pydantic import BaseModel, Field
 
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
                "transfer-encoding", "upgrade", "content-length"}
-_ERRORS = {"429": (429, "TooManyRequests"), "503": (503, "SlowDown"), "500": (500, "InternalError")}
+_ERRORS = {"429": (429, "TooManyRequests"), "503": (503, "SlowDown"), "500": (500, "InternalError"),
+           "403": (403, "AccessDenied")}
 
 
 class ChaosConfig(BaseModel):
     rate_429: float = Field(0.0, ge=0, le=1)
     rate_503: float = Field(0.0, ge=0, le=1)
     rate_500: float = Field(0.0, ge=0, le=1)
+    rate_403: float = Field(0.0, ge=0, le=1)  # a permanent error, for testing that it is not retried
     drop_rate: float = Field(0.0, ge=0, le=1)
     truncate_rate: float = Field(0.0, ge=0, le=1)
     latency_ms: float = Field(0.0, ge=0)
@@ -46,12 +48,12 @@ class ChaosConfig(BaseModel):
 
     @property
     def fault_rate(self) -> float:
-        return self.rate_429 + self.rate_503 + self.rate_500 + self.drop_rate + self.truncate_rate
+        return self.rate_429 + self.rate_503 + self.rate_500 + self.rate_403 + self.drop_rate + self.truncate_rate
 
 
 def pick_fault(cfg: ChaosConfig, u: float, method: str) -> str | None:
     """The fault for one request given a uniform draw `u` in [0, 1): pure, so it is testable."""
-    table = [("429", cfg.rate_429), ("503", cfg.rate_503), ("500", cfg.rate_500),
+    table = [("429", cfg.rate_429), ("503", cfg.rate_503), ("500", cfg.rate_500), ("403", cfg.rate_403),
              ("drop", cfg.drop_rate), ("truncate", cfg.truncate_rate if method == "GET" else 0.0)]
     acc = 0.0
     for name, rate in table:

@@ -33,6 +33,7 @@ class MoveOutcome:
     reason: str = ""
     bytes_copied: int = 0
     placement: Placement | None = None
+    redelivered: bool = False  # the journal had already finished it: reported again, not run again
 
 
 def resilient_catalog(settings: Settings, store: ReplicaStore) -> PlacementCatalog:
@@ -70,6 +71,7 @@ class MoveExecutor:
         self.clock = clock
         self.rf = settings.solver.replication_factor
         self._copies: dict[tuple[str, str], CopyResult] = {}  # (move_id, location) -> result, this process
+        self._restored: set[tuple[str, str]] = set()  # (move_id, archive location) restored by this process
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------ entry points
@@ -83,13 +85,22 @@ class MoveExecutor:
             if protocol.progress_of(entry.events).committed:
                 got = self.catalog.get(move.bucket, move.key)
                 self._publish_placement(got[0] if got else None)
-            return self._outcome_of(move.move_id, entry)
+            outcome = self._outcome_of(move.move_id, entry)
+            outcome.redelivered = True
+            return outcome
         if entry is not None and entry.events:
             return self._recover_entry(entry if entry.move else JournalEntry(move, entry.base_version, entry.events))
         try:
             return self._run(move)
         except _Stop as stop:
             return stop.outcome
+        except MoveError as exc:  # the catalog could not be read: nothing was done yet
+            entry = self.journal.entry(move.move_id)
+            if entry is not None and entry.events:
+                raise
+            reason = f"catalog_unavailable: {exc.reason}"
+            self._record(move, S.FAILED, reason=reason, with_move=True)
+            return MoveOutcome(move.move_id, S.FAILED, reason)
 
     def recover(self) -> list[MoveOutcome]:
         """After a restart: finish or roll back every move the journal left unfinished, and abort multipart
@@ -205,10 +216,12 @@ class MoveExecutor:
         info = self.store.head(src.location, rkey)
         if info is None:
             raise _Stop(self._end(move, S.FAILED, f"source_missing: catalog names {src.location} but it is absent"))
-        if self.store.is_archive(src.location):
+        if self.store.is_archive(src.location) and (move.move_id, src.location) not in self._restored:
             from mover.archive import ensure_restored
 
             ensure_restored(self.store, src.location, rkey, self.settings.mover)
+            with self._lock:  # once per move, not once per added replica
+                self._restored.add((move.move_id, src.location))
         reason = protocol.growing_reason(self._view(info), src, self.clock(), self.settings.mover.growing_window_s)
         if reason:
             raise _Stop(self._end(move, S.SKIPPED, reason))
@@ -340,11 +353,11 @@ class MoveExecutor:
 
     def _recover_entry(self, entry: JournalEntry) -> MoveOutcome:
         move = entry.move
-        got = self.catalog.get(move.bucket, move.key)
-        current = got[0] if got else None
-        plan = protocol.recovery_plan(move, entry.events, entry.base_version, current, self.rf)
-        log.info("recovering move %s: %s %s", move.move_id, plan.action.value, plan.reason)
         try:
+            got = self.catalog.get(move.bucket, move.key)
+            current = got[0] if got else None
+            plan = protocol.recovery_plan(move, entry.events, entry.base_version, current, self.rf)
+            log.info("recovering move %s: %s %s", move.move_id, plan.action.value, plan.reason)
             if plan.action is Recovery.NOTHING:
                 return self._outcome_of(move.move_id, entry)
             if plan.action is Recovery.RECORD_COMMIT:

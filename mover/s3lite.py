@@ -68,8 +68,10 @@ class LiteS3Client:
             return key
 
     def _request(self, method: str, bucket: str, key: str, op: str, body: bytes = b"",
-                 headers: dict[str, str] | None = None) -> urllib3.BaseHTTPResponse:
+                 headers: dict[str, str] | None = None, query: dict[str, str] | None = None,
+                 ) -> urllib3.BaseHTTPResponse:
         path = "/" + quote(bucket, safe="") + "/" + quote(key, safe="/~")
+        qs = "&".join(f"{quote(k, safe='~')}={quote(str(v), safe='~')}" for k, v in sorted((query or {}).items()))
         now = datetime.now(UTC)
         amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
         payload_hash = hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA
@@ -77,7 +79,7 @@ class LiteS3Client:
         for name, value in (headers or {}).items():
             hdrs[name.lower()] = value
         signed = sorted(hdrs)
-        canonical = "\n".join([method, path, "", *(f"{h}:{str(hdrs[h]).strip()}" for h in signed), "",
+        canonical = "\n".join([method, path, qs, *(f"{h}:{str(hdrs[h]).strip()}" for h in signed), "",
                                ";".join(signed), payload_hash])
         scope = f"{day}/{self.region}/s3/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
@@ -87,7 +89,8 @@ class LiteS3Client:
         hdrs.pop("host")
         try:
             # preload_content + enforce_content_length: a body cut short raises, it is never returned short.
-            resp = self.pool.urlopen(method, path, body=body or None, headers=hdrs, redirect=False,
+            resp = self.pool.urlopen(method, f"{path}?{qs}" if qs else path, body=body or None, headers=hdrs,
+                                     redirect=False,
                                      preload_content=True, assert_same_host=False)
         except urllib3.exceptions.HTTPError as exc:
             raise ConnectionError(f"{op}: {exc}") from exc
@@ -120,7 +123,7 @@ class LiteS3Client:
 
     # ------------------------------------------------------------------------------------------ operations
 
-    def get_object(self, Bucket: str, Key: str, Range: str | None = None, IfMatch: str | None = None):  # noqa: N803
+    def get_object(self, Bucket: str, Key: str, Range: str | None = None, IfMatch: str | None = None):
         headers = {}
         if Range:
             headers["range"] = Range
@@ -132,12 +135,12 @@ class LiteS3Client:
         out["ContentLength"] = len(resp.data)
         return out
 
-    def head_object(self, Bucket: str, Key: str):  # noqa: N803
+    def head_object(self, Bucket: str, Key: str):
         return self._meta(self._request("HEAD", Bucket, Key, "HeadObject"))
 
-    def put_object(self, Bucket: str, Key: str, Body: bytes = b"", Metadata: dict | None = None,  # noqa: N803
-                   ContentType: str | None = None, IfMatch: str | None = None,  # noqa: N803
-                   IfNoneMatch: str | None = None):  # noqa: N803
+    def put_object(self, Bucket: str, Key: str, Body: bytes = b"", Metadata: dict | None = None,
+                   ContentType: str | None = None, IfMatch: str | None = None,
+                   IfNoneMatch: str | None = None):
         body = Body if isinstance(Body, bytes) else bytes(Body)
         headers = {"content-length": str(len(body))}
         for k, v in (Metadata or {}).items():
@@ -151,6 +154,13 @@ class LiteS3Client:
         resp = self._request("PUT", Bucket, Key, "PutObject", body=body, headers=headers)
         return {"ETag": resp.headers.get("ETag", ""), "ResponseMetadata": {"HTTPStatusCode": resp.status}}
 
-    def delete_object(self, Bucket: str, Key: str):  # noqa: N803
+    def delete_object(self, Bucket: str, Key: str):
         resp = self._request("DELETE", Bucket, Key, "DeleteObject")
         return {"ResponseMetadata": {"HTTPStatusCode": resp.status}}
+
+    def upload_part(self, Bucket: str, Key: str, UploadId: str, PartNumber: int, Body: bytes):
+        """One part of a multipart upload, sent from the caller's buffer without another copy."""
+        resp = self._request("PUT", Bucket, Key, "UploadPart", body=Body,
+                             headers={"content-length": str(len(Body))},
+                             query={"partNumber": str(PartNumber), "uploadId": UploadId})
+        return {"ETag": resp.headers.get("ETag", ""), "ResponseMetadata": {"HTTPStatusCode": resp.status}}

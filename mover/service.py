@@ -32,11 +32,15 @@ class Summary:
         self.reasons: Counter[str] = Counter()
         self.bytes_moved = 0
         self.recovered = 0
+        self.redelivered = 0
         self.dead_letters = 0
         self.errors = 0
         self.started = time.monotonic()
 
     def add(self, outcome: MoveOutcome, recovered: bool = False) -> None:
+        if outcome.redelivered:  # counted when it ran (or by recovery), not again
+            self.redelivered += 1
+            return
         self.states[outcome.state.value if outcome.state else "unknown"] += 1
         if outcome.reason:
             self.reasons[outcome.reason.split(":")[0]] += 1
@@ -52,6 +56,7 @@ class Summary:
             "moves_failed": self.states.get(MoveState.FAILED.value, 0),
             "moves_rolled_back": self.states.get(MoveState.ROLLED_BACK.value, 0),
             "moves_recovered": self.recovered,
+            "moves_redelivered": self.redelivered,
             "bytes_moved": self.bytes_moved,
             "dead_letters": self.dead_letters,
             "errors": self.errors,
