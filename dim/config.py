@@ -153,12 +153,12 @@ class MoverSettings(BaseModel):
     dry_run: bool = False
     group: str = "mover"  # consumer group (prefixed by kafka.group_prefix) on the moves topic
     # Each mover process owns one journal file (flock'd): give parallel movers on one host distinct instances.
+    instance: str = "0"
     journal_fsync: bool = True
     # location id (or provider, e.g. "gcp") -> S3 endpoint URL; unset ones use s3.endpoint. Locations on the
     # same endpoint are copied server-side; across endpoints the bytes are streamed through the mover.
     endpoints: dict[str, str] = Field(default_factory=dict)
     # A source modified less than this long ago is skipped as file_growing (0 = only catalog/during-copy checks).
-    instance: str = "0"
     growing_window_s: float = 0.0
     # Parts of one streamed copy in flight, and the process-wide cap on buffered part bytes (bounded memory).
     part_concurrency: int = 4
@@ -169,12 +169,12 @@ class MoverSettings(BaseModel):
     read_timeout_s: float = 60.0
     # GET/HEAD/PUT/DELETE of the per-object hot path through mover/s3lite.py (SigV4 on urllib3) instead of boto3.
     lite_client: bool = True
+    # Per endpoint: requests in flight, bytes/s (0 = unlimited), breaker opens after N consecutive failures.
     endpoint_concurrency: int = 32
     bandwidth_bytes_s: float = 0.0
     breaker_threshold: int = 8
     breaker_cooldown_s: float = 1.0
     # Restores out of archive tiers: poll with backoff up to this long.
-    # Per endpoint: requests in flight, bytes/s (0 = unlimited), breaker opens after N consecutive failures.
     restore_poll_base_s: float = 0.2
     restore_timeout_s: float = 3600.0
     # Multipart uploads older than this found at start-up are crash leftovers and are aborted.
@@ -183,6 +183,7 @@ class MoverSettings(BaseModel):
     journal_keep_finished_s: float = 7 * 86400.0
 
 
+class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
     token: SecretStr | None = None  # bearer token; auth is off when unset
