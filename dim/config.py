@@ -86,11 +86,13 @@ class FlowSettings(BaseModel):
     # snapshots of touched objects go to the heat topic every heat_interval_s.
     eval_interval_s: float = 3600.0
     sweep_interval_s: float = 6 * 3600.0
-    heat_interval_s: float = 6 * 3600.0
+    heat_interval_s: float = 86400.0
     # Max records the source hands to the flow per poll of one partition.
     source_batch_size: int = 5000
     # p_hot model (flows/model.py): the forest learns from this share of labelled predictions; the model serves
     # once `model_warmup` prequentially scored examples exist (before: the heat prior); rolling score window.
+    # Share of evaluations queued for a delayed label and learned (a seeded random sample).
+    label_fraction: float = 0.25
     forest_fraction: float = 0.05
     forest_models: int = 5
     forest_kind: Literal["amf", "arf"] = "amf"

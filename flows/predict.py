@@ -4,6 +4,8 @@ prediction that is labelled H later and only then learned. Pure; the flow and th
 
 from __future__ import annotations
 
+import random
+
 from flows.features import object_features
 from flows.heat import poisson_at_least
 from flows.labels import DelayedLabels, Labelled
@@ -13,11 +15,17 @@ from flows.model import OnlineModel
 class RiverPredictor:
     def __init__(self, horizon_s: float, hot_reads: int, seed: int = 0, forest_fraction: float = 0.05,
                  warmup: int = 200, window: int = 2000, forest_models: int = 5, forest_kind: str = "amf",
-                 record: bool = False):
+                 label_fraction: float = 1.0, record: bool = False):
+        if not 0 < label_fraction <= 1:
+            raise ValueError("label_fraction must be in (0, 1]")
         self.labels = DelayedLabels(horizon_s, hot_reads)
         self.model = OnlineModel(seed=seed, forest_fraction=forest_fraction, warmup=warmup, window=window,
                                  forest_models=forest_models, forest_kind=forest_kind)
         self.hot_reads = hot_reads
+        # Every evaluation is served a p_hot; a seeded random share of them is also queued for a label and learned
+        # (unbiased; bounds the cost of features kept, label bookkeeping and learning - docs/flows.md).
+        self.label_fraction = label_fraction
+        self.rng = random.Random(seed ^ 0x5EED)
         # Offline evaluators set record=True and drain `labelled`: (prediction served, label) pairs in label order.
         self.record = record
         self.labelled: list[Labelled] = []
@@ -29,7 +37,8 @@ class RiverPredictor:
         p = self.model.predict(x)
         if p is None:
             p = poisson_at_least(mu, self.hot_reads)
-        self.labels.add(key, at, x, p)
+        if self.label_fraction >= 1.0 or self.rng.random() < self.label_fraction:
+            self.labels.add(key, at, x, p)
         return p
 
     def on_read(self, key: str, t: float) -> None:
@@ -55,5 +64,6 @@ def make_predictor(settings, shard_id: int = 0, record: bool = False) -> RiverPr
         window=f.model_window,
         forest_models=f.forest_models,
         forest_kind=f.forest_kind,
+        label_fraction=f.label_fraction,
         record=record,
     )

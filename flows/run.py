@@ -59,10 +59,17 @@ def run_flow(
         epoch_interval=timedelta(seconds=settings.flow.snapshot_interval_s),
         recovery_config=recovery_config,
     )
-    # Every worker's sink flushed before the dataflow completed; process 0 closes the run on the outputs.
-    if until_run and not process_id:
-        for topic in OUTPUT_TOPICS:
-            publish_end_markers(settings, topic, until_run)
+    # In one process every worker's sink has flushed once cli_main returns, so the run is closed on the outputs
+    # here. Across processes no process knows when the others' sinks are done: the launcher publishes the
+    # markers (dim.kafka.publish_end_markers on OUTPUT_TOPICS) after every process exited.
+    if until_run and addresses is None:
+        close_outputs(settings, until_run)
+
+
+def close_outputs(settings: Settings, run_id: str) -> None:
+    """Append `run_id`'s end markers to every topic the flow writes."""
+    for topic in OUTPUT_TOPICS:
+        publish_end_markers(settings, topic, run_id)
 
 
 def load_shard_states(recovery_dir: Path) -> dict[int, "ShardState"]:  # noqa: F821

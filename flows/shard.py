@@ -34,7 +34,7 @@ class FlowParams:
     cold_threshold: float = 0.2
     eval_interval_s: float = 3600.0
     sweep_interval_s: float = 6 * 3600.0
-    heat_interval_s: float = 6 * 3600.0
+    heat_interval_s: float = 86400.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.cold_threshold < self.hot_threshold <= 1:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dim.kafka import consumer, end_marker_run, partitions_of, producer, publish_end_markers
-from flows.run import load_shard_states, run_flow
+from flows.run import close_outputs, load_shard_states, run_flow
 from schemas import AccessEvent, Candidate, ObjectHeat, topics
 
 T0 = 1_700_000_000.0
@@ -87,6 +87,8 @@ def settings_with(stack_settings, recovery_dir: Path, **flow):
     s.flow.forest_fraction = 0.3
     s.flow.eval_interval_s = 600.0
     s.flow.horizon_s = 4 * 3600.0
+    s.flow.heat_interval_s = 3600.0
+    s.flow.label_fraction = 0.5
     for k, v in flow.items():
         setattr(s.flow, k, v)
     return s
@@ -112,26 +114,51 @@ def shard_fingerprint(states) -> dict:
 def test_results_do_not_depend_on_the_number_of_workers(stack_settings, tmp_path):
     bucket = f"w-{uuid.uuid4().hex[:8]}"
     produce(stack_settings, workload(bucket, 3000, seed=1))
-    run1, run2 = uuid.uuid4().hex, uuid.uuid4().hex
-    publish_end_markers(stack_settings, topics.ACCESS, run1)
-    publish_end_markers(stack_settings, topics.ACCESS, run2)  # same data for both runs
+    run1, run2, run3 = uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex
+    for run in (run1, run2, run3):  # the same data for every run
+        publish_end_markers(stack_settings, topics.ACCESS, run)
 
     one = settings_with(stack_settings, tmp_path / "w1")
     two = settings_with(stack_settings, tmp_path / "w2")
     run_flow(one, workers=1, until_run=run1)
     run_flow(two, workers=2, until_run=run2)
+    # Bytewax multi-process mode: two `dim flow` processes of one cluster; the launcher closes the run.
+    multi = settings_with(stack_settings, tmp_path / "p2")
+    addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(2))
+    env = {**os.environ, **multi.to_env()}
+    procs = [subprocess.Popen([sys.executable, "-m", "dim.cli", "flow", "--until-run", run3, "--no-recovery",
+                               "-p", "2", "-a", addresses, "-i", str(i)], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(2)]
+    try:
+        for proc in procs:
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err.decode()[-3000:]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    close_outputs(multi, run3)
 
-    cands = read_sections(stack_settings, topics.CANDIDATES, [run1, run2])
-    heat = read_sections(stack_settings, topics.HEAT, [run1, run2])
-    c1, c2 = per_object(cands[run1], Candidate, bucket), per_object(cands[run2], Candidate, bucket)
-    h1, h2 = per_object(heat[run1], ObjectHeat, bucket), per_object(heat[run2], ObjectHeat, bucket)
+    cands = read_sections(stack_settings, topics.CANDIDATES, [run1, run2, run3])
+    heat = read_sections(stack_settings, topics.HEAT, [run1, run2, run3])
+    c1, c2, c3 = (per_object(cands[r], Candidate, bucket) for r in (run1, run2, run3))
+    h1, h2, h3 = (per_object(heat[r], ObjectHeat, bucket) for r in (run1, run2, run3))
     assert len(c1) > 10 and sum(len(v) for v in c1.values()) > 30
-    assert c1 == c2
-    assert h1 and h1 == h2
+    assert c1 == c2 == c3
+    assert h1 and h1 == h2 == h3
     f1 = shard_fingerprint(load_shard_states(one.recovery_dir))
     f2 = shard_fingerprint(load_shard_states(two.recovery_dir))
     assert any(f["labels_learned"] > 0 for f in f1.values())
     assert f1 == f2
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _recovered_events(settings) -> int:
