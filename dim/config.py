@@ -162,6 +162,9 @@ class MoverSettings(BaseModel):
     endpoints: dict[str, str] = Field(default_factory=dict)
     # A source modified less than this long ago is skipped as file_growing (0 = only catalog/during-copy checks).
     growing_window_s: float = 0.0
+    # A move skipped as file_growing is retried (as "<move_id>~retry<n>") this often, this long apart.
+    growing_retries: int = 2
+    growing_retry_s: float = 30.0
     # Parts of one streamed copy in flight, and the process-wide cap on buffered part bytes (bounded memory).
     part_concurrency: int = 4
     max_buffer_bytes: int = 64 * 1024 * 1024

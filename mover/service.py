@@ -33,6 +33,7 @@ class Summary:
         self.bytes_moved = 0
         self.recovered = 0
         self.redelivered = 0
+        self.deferred = 0
         self.dead_letters = 0
         self.errors = 0
         self.started = time.monotonic()
@@ -57,6 +58,7 @@ class Summary:
             "moves_rolled_back": self.states.get(MoveState.ROLLED_BACK.value, 0),
             "moves_recovered": self.recovered,
             "moves_redelivered": self.redelivered,
+            "growing_retries": self.deferred,
             "bytes_moved": self.bytes_moved,
             "dead_letters": self.dead_letters,
             "errors": self.errors,
@@ -82,6 +84,7 @@ class Mover:
                                      on_bytes=on_bytes, after_event=after_event)
         self.pool = ThreadPoolExecutor(max(1, settings.mover.concurrency))
         self.summary = Summary()
+        self.deferred: list[tuple[float, Move]] = []  # (due, move): file_growing moves to try again
 
     def recover(self) -> None:
         for outcome in self.executor.recover():
@@ -112,10 +115,47 @@ class Mover:
             outcomes.extend(result)
         for o in outcomes:
             self.summary.add(o)
+        self._defer_growing(moves, outcomes)
         self.producer.flush(30)
         return outcomes
 
+    # ------------------------------------------------------------------------------------------ file_growing
+
+    def _defer_growing(self, moves: list[Move], outcomes: list[MoveOutcome]) -> None:
+        """A move skipped as file_growing is tried again later, as a new move (`<id>~retry<n>`) against the
+        same catalog version, up to `growing_retries` times `growing_retry_s` apart."""
+        m = self.settings.mover
+        by_id = {mv.move_id: mv for mv in moves}
+        for o in outcomes:
+            if o.state is not MoveState.SKIPPED or not o.reason.startswith("file_growing"):
+                continue
+            move = by_id.get(o.move_id)
+            if move is None:
+                continue
+            base, _, n = move.move_id.partition("~retry")
+            attempt = int(n or 0) + 1
+            if attempt > m.growing_retries:
+                continue
+            retry = move.model_copy(update={"move_id": f"{base}~retry{attempt}"})
+            self.deferred.append((time.monotonic() + m.growing_retry_s, retry))
+            self.summary.deferred += 1
+
+    def run_due(self, wait: bool = False) -> None:
+        """Execute the deferred moves that are due (with `wait`, all of them, sleeping until each is due)."""
+        while self.deferred:
+            self.deferred.sort(key=lambda d: d[0])
+            now = time.monotonic()
+            due = [mv for t, mv in self.deferred if t <= now]
+            if not due:
+                if not wait:
+                    return
+                time.sleep(max(0.0, self.deferred[0][0] - now))
+                continue
+            self.deferred = [(t, mv) for t, mv in self.deferred if t > now]
+            self.execute(due)
+
     def handle_batch(self, msgs) -> None:
+        self.run_due()
         moves = []
         for m in msgs:
             try:
@@ -147,6 +187,7 @@ def run_mover(settings: Settings, until_run: str | None = None, idle_timeout_s: 
         kafka.drain(settings, settings.mover.group, [topics.MOVES], mover.handle_batch, until_run=until_run,
                     idle_timeout_s=idle_timeout_s, max_batch=max(64, settings.mover.concurrency * 8),
                     should_stop=should_stop)
+        mover.run_due(wait=not should_stop())  # a bounded run finishes its file_growing retries
         return mover.summary.as_dict(mover.store)
     finally:
         mover.close()
@@ -158,6 +199,7 @@ def run_plan(settings: Settings, plan: PlacementPlan, on_bytes: Callable[[int], 
     try:
         mover.recover()
         mover.execute(plan.moves)
+        mover.run_due(wait=True)
         return mover.summary.as_dict(mover.store)
     finally:
         mover.close()

@@ -264,3 +264,22 @@ def test_concurrent_streamed_copies_share_a_small_buffer_budget(stack_settings, 
     for _, k, d in items:
         assert assert_catalog_truthful(settings, mover.store, k, d) == [A, C]
 
+
+
+def test_growing_object_is_retried_later_and_then_moved(stack_settings, tmp_path):
+    from mover.service import Mover
+
+    settings = mover_settings(stack_settings, tmp_path, growing_window_s=1.5, growing_retry_s=2.0,
+                              growing_retries=2)
+    key, data = new_key(), b"still being written" * 100
+    seed_object(settings, "app", key, data, [A, B])
+    mover = Mover(settings)
+    try:
+        first = mover.execute([make_move(key, [A, B], [A, C])])
+        assert first[0].state is S.SKIPPED and first[0].reason.startswith("file_growing")
+        mover.run_due(wait=True)
+    finally:
+        mover.close()
+    summary = mover.summary.as_dict()
+    assert summary["growing_retries"] == 1 and summary["moves_done"] == 1, summary
+    assert PlacementCatalog(settings).get("app", key)[0].locations == [A, C]
