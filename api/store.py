@@ -11,8 +11,10 @@ key like `a\\nb` match itself and not `a<newline>b`.
 from __future__ import annotations
 
 import json
+import queue
 import threading
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from typing import Any, Protocol, Self
 
 from dim.config import Settings
@@ -67,39 +69,51 @@ def _chdb_param(value: Any) -> str:
 
 
 class ChdbBackend:
-    """Embedded chDB: one session on a data directory that only this process may open."""
+    """Embedded chDB: connections to the one embedded server of this process (a data directory can be open in
+    one process only). Each statement checks a connection out of a small pool: chDB releases the GIL while it
+    works, so queries run in parallel, and a streaming insert never interleaves with a query on its connection."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, sessions: int = 1):
         from chdb import session
 
-        self._session = session.Session(path)
-        # Serialize statements: one streaming insert must not interleave with a query on the same connection.
-        self._lock = threading.Lock()
+        self._sessions = [session.Session(path) for _ in range(max(1, sessions))]
+        self._idle: queue.LifoQueue = queue.LifoQueue()
+        for sess in self._sessions:
+            self._idle.put(sess)
+
+    @contextmanager
+    def _session(self):
+        sess = self._idle.get()
+        try:
+            yield sess
+        finally:
+            self._idle.put(sess)
 
     def execute(self, sql: str, params: Mapping[str, Any]) -> bytes:
         from chdb._exceptions import ChdbError
 
-        with self._lock:
+        encoded = {k: _chdb_param(v) for k, v in params.items()}
+        with self._session() as sess:
             try:
-                res = self._session.query(
-                    sql, "JSONEachRow", params={k: _chdb_param(v) for k, v in params.items()}
-                )
+                res = sess.query(sql, "JSONEachRow", params=encoded)
             except (ChdbError, RuntimeError) as exc:
                 raise StoreError(str(exc)) from exc
-        return res.bytes() if hasattr(res, "bytes") else bytes(res or b"")
+            return res.bytes() if hasattr(res, "bytes") else bytes(res or b"")
 
     def insert_json_rows(self, table: str, payload: bytes) -> None:
-        with self._lock:
+        with self._session() as sess:
             try:
-                with self._session.send_insert(f"INSERT INTO {table}", "JSONEachRow") as ins:
+                with sess.send_insert(f"INSERT INTO {table}", "JSONEachRow") as ins:
                     ins.append(payload)
                     ins.finish()
             except RuntimeError as exc:
                 raise StoreError(str(exc)) from exc
 
     def close(self) -> None:
-        with self._lock:
-            self._session.close()
+        for _ in self._sessions:  # wait until every connection is back, then close them all
+            self._idle.get()
+        for sess in self._sessions:
+            sess.close()
 
 
 class ServerBackend:
@@ -160,7 +174,8 @@ class AnalyticsStore:
         if settings.clickhouse.mode == "server":
             return cls(ServerBackend(settings), settings.clickhouse.database)
         settings.chdb_path.mkdir(parents=True, exist_ok=True)
-        return cls(ChdbBackend(str(settings.chdb_path)), settings.clickhouse.database)
+        return cls(ChdbBackend(str(settings.chdb_path), settings.clickhouse.chdb_sessions),
+                   settings.clickhouse.database)
 
     def table(self, name: str) -> str:
         return f"{self.database}.{name}"

@@ -64,6 +64,9 @@ class ClickHouseSettings(BaseModel):
     user: str = "default"
     password: SecretStr = SecretStr("")
     database: str = "dim"
+    # Connections to the one embedded chDB server of the process: chDB releases the GIL while a query runs, so
+    # API requests are answered in parallel up to this many at a time.
+    chdb_sessions: int = Field(default=4, ge=1, le=64)
 
 
 class FlowSettings(BaseModel):
