@@ -67,3 +67,10 @@ def test_dim_api_serves_and_ingests_in_one_process(stack_settings, tmp_path):
             proc.kill()
             proc.wait(10)
     assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+    # `dim report` on the same store, once the API process has let go of it.
+    out = tmp_path / "report"
+    rep = subprocess.run([sys.executable, "-m", "dim.cli", "report", "--out", str(out)],
+                         env={**os.environ, **settings.to_env()}, capture_output=True, timeout=120, check=False)
+    assert rep.returncode == 0, rep.stderr.decode()[-2000:]
+    assert rep.stdout.decode().strip() == str(out / "index.html")
+    assert ds.plan_id in (out / "index.html").read_text() and list(out.glob("*.png"))
