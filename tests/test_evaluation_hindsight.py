@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dim.config import Settings
 from dim.evaluation.hindsight import SLA_PENALTY_USD, chain_dp
@@ -54,7 +55,7 @@ def test_dp_moves_a_big_object_down_only_when_it_pays():
     w = workload(events)
     gcp = np.array([l for l, loc in enumerate(CAT.locations) if loc.site == "gcp:us-east1"])
     start = int(np.flatnonzero(gcp == CAT.index("gcp:us-east1:standard"))[0])
-    total, path = chain_dp(w, la, gcp, start, serve=False, sla_ms=100.0)
+    _total, path = chain_dp(w, la, gcp, start, serve=False, sla_ms=100.0)
     big, tiny = w.keys.index("big"), w.keys.index("tiny")
     assert CAT.ids[gcp[path[-1, big]]] != "gcp:us-east1:standard"
     assert set(path[:, tiny].tolist()) == {start}

@@ -31,11 +31,6 @@ def run(events, names, days=None, **kw):
     return w, simulate(w, CAT, Settings(), names=names, workers=1, **kw)
 
 
-def tiers(result, name, w, obj):
-    """The tier class of each replica of `obj` per slot, from the tier-mix series (one object of interest)."""
-    return result["series"]["tier_bytes"][name]
-
-
 def classes_by_slot(w, result, name):
     mix = result["series"]["tier_bytes"][name]
     return [max(mix, key=lambda c: mix[c][s]) for s in range(w.n_slots)]
@@ -43,6 +38,7 @@ def classes_by_slot(w, result, name):
 
 def test_all_hot_never_moves():
     w, r = run([(0, "a", 4 * MB), (5, "a", 4 * MB)], ["all_hot"], days=100)
+    assert w.n_slots == 101
     p = r["policies"]["all_hot"]
     assert p["moves"] == 0 and p["bytes_moved"] == 0
     assert set(classes_by_slot(w, r, "all_hot")) == {"hot"}
@@ -50,8 +46,8 @@ def test_all_hot_never_moves():
 
 def test_lifecycle_goes_by_age_not_access():
     # read every day: lifecycle still tiers by age (IA at 30 d, archive at 90 d)
-    events = [(d, "a", 4 * MB) for d in range(0, 120)]
-    w, r = run(events, ["lifecycle"])
+    events = [(d, "a", 4 * MB) for d in range(120)]
+    _w, r = run(events, ["lifecycle"])
     mix = r["series"]["tier_bytes"]["lifecycle"]
     big = 2 * 4 * MB  # two replicas of "a"
     assert mix["hot"][29] == pytest.approx(big)
@@ -86,7 +82,7 @@ def test_intelligent_tiering_follows_idle_time_and_skips_small_objects():
 
 
 def test_autoclass_reaches_archive_after_a_year():
-    w, r = run([(0, "a", 4 * MB)], ["autoclass"], days=400)
+    _w, r = run([(0, "a", 4 * MB)], ["autoclass"], days=400)
     mix = r["series"]["tier_bytes"]["autoclass"]
     a = 2 * 4 * MB
     assert mix["cool"][31] == pytest.approx(a) and mix["cold"][91] == pytest.approx(a)
@@ -98,7 +94,7 @@ def test_costs_add_up(name):
     rng = np.random.default_rng(1)
     events = sorted((int(t), f"o{rng.integers(20)}", 0) for t in rng.integers(0, 100, 300))
     events = [(t, o, (int(o[1:]) + 1) * 3 * MB) for t, o, _ in events]
-    w, r = run(events, [name])
+    _w, r = run(events, [name])
     p = r["policies"][name]
     assert p["total_cost_usd"] == pytest.approx(sum(p["breakdown"].values()), rel=1e-12)
     assert r["series"]["cumulative_cost_usd"][name][-1] == pytest.approx(p["total_cost_usd"], rel=1e-9)

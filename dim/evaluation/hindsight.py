@@ -23,9 +23,9 @@ import numpy as np
 
 from dim.config import Settings
 from dim.evaluation.policies import Policy, SlotContext
-from dim.evaluation.workload import SECONDS_PER_DAY, Workload
+from dim.evaluation.workload import Workload
 from solver.catalogue import Catalogue
-from solver.costs import GB, DAYS_PER_MONTH, LocationArrays, hold_cost
+from solver.costs import DAYS_PER_MONTH, GB, LocationArrays, hold_cost
 
 SLA_PENALTY_USD = 1.0  # per read slower than the SLA: far above any read's price, so it is only paid if forced
 CHUNK = 50_000

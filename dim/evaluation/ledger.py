@@ -19,8 +19,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from solver.costs import GB, DAYS_PER_MONTH, LocationArrays, add_cost, drop_cost, hold_cost, read_cost_per_read
 from solver.catalogue import TIER_CLASSES, Catalogue
+from solver.costs import (
+    DAYS_PER_MONTH,
+    GB,
+    LocationArrays,
+    add_cost,
+    drop_cost,
+    hold_cost,
+    read_cost_per_read,
+)
 
 COMPONENTS = ("storage", "retrieval", "requests", "transfer", "early_deletion", "monitoring")
 _AVOID = 1e30  # added to a replica's read cost when it misses the SLA: serve from it only if nothing else can
@@ -57,7 +65,7 @@ class Ledger:
     violating_per_slot: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        n, L = len(self.size), len(self.la)
+        n = len(self.size)
         self.where = np.repeat(self.initial[None, :], n, axis=0)
         self.since = np.where(self.where, self.birth[:, None], 0.0)
         self.per_slot = {c: np.zeros(self.n_slots) for c in COMPONENTS}

@@ -28,7 +28,7 @@ class ColdRefresher:
         self.refreshed = 0
 
     def _boundary_after(self, t: float) -> int:
-        return int(math.floor((t - self.t0) / self.slot_s)) + 1
+        return math.floor((t - self.t0) / self.slot_s) + 1
 
     def _schedule(self, i: int, last_access: float, now: float) -> None:
         for step in self.steps:

@@ -10,8 +10,16 @@ import numpy as np
 
 from dim.config import Settings
 from dim.evaluation.ledger import Ledger
-from dim.evaluation.policies import (AllHot, Autoclass, IntelligentTiering, Ladder, Lifecycle, Policy,
-                                     SeedRandomForest, SlotContext)
+from dim.evaluation.policies import (
+    AllHot,
+    Autoclass,
+    IntelligentTiering,
+    Ladder,
+    Lifecycle,
+    Policy,
+    SeedRandomForest,
+    SlotContext,
+)
 from dim.evaluation.pricing import INTERNET, client_catalogue, client_site_for_region
 from dim.evaluation.workload import SECONDS_PER_DAY, Workload, load_workload
 from dim.producers import ReplayOptions
@@ -99,7 +107,7 @@ def simulate(workload: Workload, catalogue: Catalogue, settings: Settings, names
     for policy, ledger in zip(policies, ledgers):
         r = ledger.result()
         r["seconds"] = round(seconds[policy.name], 3)
-        r.update(getattr(policy, "extra_results", lambda: {})())
+        r.update(getattr(policy, "extra_results", dict)())
         results[policy.name] = r
     series = {
         "slot_days": workload.slot_days,
@@ -145,7 +153,7 @@ def evaluate(trace_path: Path, time_scale: float, size_scale: float, *, settings
         "slots": workload.n_slots,
         "simulated_days": workload.n_slots * slot_days,
         "objects": workload.n,
-        "requests": int(len(workload.ev_time)),
+        "requests": len(workload.ev_time),
         "replication_factor": settings.solver.replication_factor,
         "initial_locations": list(settings.solver.initial_locations),
         "sla_ms": settings.solver.sla_ms,

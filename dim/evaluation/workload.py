@@ -98,7 +98,7 @@ def from_records(records, opt: ReplayOptions, slot_s: float = SECONDS_PER_DAY) -
     birth = np.full(n, np.inf)
     np.minimum.at(birth, ev_obj, ev_time)
     t0 = float(ev_time[0])
-    n_slots = max(1, int(math.floor((ev_time[-1] - t0) / slot_s)) + 1)
+    n_slots = max(1, math.floor((ev_time[-1] - t0) / slot_s) + 1)
     slot_of = np.minimum(((ev_time - t0) // slot_s).astype(np.int64), n_slots - 1)
     reads = np.zeros((n, n_slots), dtype=np.int32)
     is_get = ev_op == GET
