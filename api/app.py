@@ -80,6 +80,7 @@ def create_app(settings: Settings, store: AnalyticsStore, ingest_stats=None) -> 
         return _problem(503, "Analytics store unavailable", "the query could not be answered")
 
     guarded = [Depends(require_token)]
+    # Routes return plain dicts: FastAPI validates and serializes them once, through `response_model`.
 
     @app.get("/health", response_model=Health)
     def health(store: Store, settings: Config, request: Request) -> Health:
@@ -108,11 +109,11 @@ def create_app(settings: Settings, store: AnalyticsStore, ingest_stats=None) -> 
         max_p_hot: Annotated[float | None, Query(ge=0, le=1)] = None,
         sort: Literal["key", "size", "-size", "updated_at", "-updated_at"] = "key",
         cursor: Annotated[str | None, Query(max_length=4096)] = None,
-    ) -> ObjectPage:
+    ) -> dict:
         items, nxt = queries.list_objects(
             store, bucket=bucket, prefix=prefix, provider=provider, tier=tier, min_p_hot=min_p_hot,
             max_p_hot=max_p_hot, sort=sort, cursor=cursor, limit=limit)
-        return ObjectPage(items=items, next_cursor=nxt)
+        return {"items": items, "next_cursor": nxt}
 
     @app.get("/objects/{bucket}/{key:path}", response_model=ObjectDetail, dependencies=guarded)
     def object_detail(
@@ -120,7 +121,7 @@ def create_app(settings: Settings, store: AnalyticsStore, ingest_stats=None) -> 
         bucket: Annotated[str, Path(min_length=1, max_length=63)],
         key: Annotated[str, Path(min_length=1, max_length=1024)],
         history: Annotated[int, Query(ge=1, le=MAX_HISTORY)] = 100,
-    ) -> ObjectDetail:
+    ) -> dict:
         placement = queries.object_placement(store, bucket, key)
         heat = queries.object_heat(store, bucket, key, history)
         access = queries.object_access(store, bucket, key, history)
@@ -128,17 +129,17 @@ def create_app(settings: Settings, store: AnalyticsStore, ingest_stats=None) -> 
                                       limit=MAX_HISTORY)
         if placement is None and not heat and not access and not moves:
             raise HTTPException(404, f"no object {bucket}/{key} in the analytics store")
-        return ObjectDetail(bucket=bucket, key=key, placement=placement,
-                            replicas=placement["replicas"] if placement else [], heat=heat, access=access,
-                            moves=moves)
+        return {"bucket": bucket, "key": key, "placement": placement,
+                "replicas": placement["replicas"] if placement else [], "heat": heat, "access": access,
+                "moves": moves}
 
     @app.get("/plans", response_model=PlanPage, dependencies=guarded)
-    def plans(store: Store, limit: Limit, cursor: Annotated[str | None, Query(max_length=4096)] = None) -> PlanPage:
+    def plans(store: Store, limit: Limit, cursor: Annotated[str | None, Query(max_length=4096)] = None) -> dict:
         items, nxt = queries.list_plans(store, cursor=cursor, limit=limit)
-        return PlanPage(items=items, next_cursor=nxt)
+        return {"items": items, "next_cursor": nxt}
 
     @app.get("/plans/{plan_id}", response_model=PlanDetail, dependencies=guarded)
-    def plan(store: Store, plan_id: Annotated[str, Path(min_length=1, max_length=256)]) -> PlanDetail:
+    def plan(store: Store, plan_id: Annotated[str, Path(min_length=1, max_length=256)]) -> dict:
         header = queries.get_plan(store, plan_id)
         if header is None:
             raise HTTPException(404, f"no plan {plan_id}")
@@ -147,7 +148,7 @@ def create_app(settings: Settings, store: AnalyticsStore, ingest_stats=None) -> 
         statuses: dict[str, int] = {}
         for m in moves:
             statuses[m["status"]] = statuses.get(m["status"], 0) + 1
-        return PlanDetail(**header, move_statuses=statuses, items=moves)
+        return {**header, "move_statuses": statuses, "items": moves}
 
     @app.get("/moves", response_model=MovePage, dependencies=guarded)
     def moves(
@@ -156,19 +157,19 @@ def create_app(settings: Settings, store: AnalyticsStore, ingest_stats=None) -> 
         plan_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
         bucket: Annotated[str | None, Query(min_length=1, max_length=63)] = None,
         cursor: Annotated[str | None, Query(max_length=4096)] = None,
-    ) -> MovePage:
+    ) -> dict:
         items, nxt = queries.list_moves(store, status=status.value if status else None, plan_id=plan_id,
                                         bucket=bucket, key=None, cursor=cursor, limit=limit)
-        return MovePage(items=items, next_cursor=nxt)
+        return {"items": items, "next_cursor": nxt}
 
     @app.get("/dead-letters", response_model=DeadLetterPage, dependencies=guarded)
     def dead_letters(
         store: Store, limit: Limit,
         source_topic: Literal[topics.ALL_TOPICS] | None = None,  # type: ignore[valid-type]
         cursor: Annotated[str | None, Query(max_length=4096)] = None,
-    ) -> DeadLetterPage:
+    ) -> dict:
         items, nxt = queries.list_dead_letters(store, source_topic=source_topic, cursor=cursor, limit=limit)
-        return DeadLetterPage(items=items, next_cursor=nxt)
+        return {"items": items, "next_cursor": nxt}
 
     analytics.add_routes(app, guarded)
 
