@@ -54,6 +54,9 @@ def touched(rows: Rows) -> tuple[set[int], set[int]]:
         hours.add(int(r["event_time"]) // HOUR * HOUR)
     for r in rows.get(t.PLACEMENTS, []):
         days.add(int(r["updated_at"]) // DAY * DAY)
+        # A placement may arrive after the reads it governs (other topic): re-judge the SLA of its hours.
+        hour = int(r["updated_at"]) // HOUR * HOUR
+        hours.update((hour, hour + HOUR))
     for r in rows.get(t.MOVE_EVENTS, []):
         days.add(int(r["ts"]) // DAY * DAY)
     days |= {h // DAY * DAY for h in hours}

@@ -161,3 +161,35 @@ def test_store_escapes_parameters_and_migrates_idempotently(tmp_path):
         for value in ["a\\nb", "a\nb", "tab\there", "x\\", "it's", "é€😀", "{b:String}", "\0z"]:
             got = store.query("SELECT {v:String} AS v", {"v": value})
             assert got == [{"v": value}], value
+
+
+def test_sla_is_rejudged_when_the_placement_arrives_after_the_reads(tmp_path):
+    """Topics are consumed in no particular order across each other: reads ingested first, the placement that
+    moved the object to an archive tier later; the SLA events must follow the placement."""
+    from api import derive
+    from api.ingest import insert_rows
+    from api.rows import rows_of_record
+    from api.sample import ARCHIVE
+    from schemas import AccessEvent, Placement, Replica
+
+    s = Settings(stack={"data_dir": tmp_path}, clickhouse={"chdb_path": tmp_path / "chdb"})
+    start = 1767225600.0
+    with AnalyticsStore.open(s) as store:
+        store.migrate()
+        derive.load_prices(store, s)
+
+        def ingest(topic, offset, model):
+            rows = rows_of_record(topic, 0, offset, model.model_dump_json().encode())
+            insert_rows(store, rows)
+            derive.refresh(store, s, rows)
+
+        ingest(topics.PLACEMENTS, 1, Placement(bucket="b", key="k", version=1, updated_at=start - 10,
+                                               replicas=[Replica(location="aws:us-east-1:standard")]))
+        for i in range(3):
+            ingest(topics.ACCESS, 10 + i, AccessEvent(event_time=start + 600 + i, bucket="b", key="k", op="GET",
+                                                      bytes=1, object_size=1))
+        sla = f"SELECT sum(reads) AS r FROM {store.table(t.SLA_EVENTS)} FINAL"
+        assert store.query(sla)[0]["r"] == 0
+        ingest(topics.PLACEMENTS, 2, Placement(bucket="b", key="k", version=2, updated_at=start + 1,
+                                               replicas=[Replica(location=loc) for loc in ARCHIVE]))
+        assert store.query(sla)[0]["r"] == 3
