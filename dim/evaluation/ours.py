@@ -87,7 +87,15 @@ class Ours(Policy):
         w = self.w
         names = [f"{w.bucket}/{k}" for k in w.keys]
         shard_of = np.array([kafka_partition(topics.object_key(w.bucket, k), n_shards) for k in w.keys])
-        groups = [list(range(g, n_shards, max(1, workers))) for g in range(min(workers, n_shards))]
+        # Shards to processes by event count (largest first, to the least loaded): hot objects make shards uneven.
+        events = np.bincount(shard_of[w.ev_obj], minlength=n_shards)
+        groups: list[list[int]] = [[] for _ in range(max(1, min(workers, n_shards)))]
+        load = [0] * len(groups)
+        for p in np.argsort(-events, kind="stable").tolist():
+            k = load.index(min(load))
+            groups[k].append(p)
+            load[k] += int(events[p])
+        groups = [sorted(g) for g in groups if g]
         shard_of = shard_of.tolist()
         jobs = [(self.settings, g, names, shard_of, w.size, w.ev_time, w.ev_obj, w.ev_op,
                  (w.t0, w.slot_s, self.refresh_days), self.progress and k == 0) for k, g in enumerate(groups)]
