@@ -42,6 +42,28 @@ MAX_PAYLOAD = 4096
 Rows = dict[str, list[dict[str, Any]]]
 
 
+# ClickHouse parses an out-of-range number silently (2**70 into UInt64 reads as 0): check before inserting.
+UINT64 = (0, 2**64 - 1)
+SIGNED_COLUMNS = {"partition": (-(2**31), 2**31 - 1), "offset": (-(2**63), 2**63 - 1)}  # dead_letters
+NARROW_COLUMNS = {"_partition": (0, 2**16 - 1), "attempt": (0, 2**32 - 1)}
+# DateTime64(3) columns hold 1900..2299; our times are Unix seconds, not before 1970.
+TIME_COLUMNS = {"event_time", "as_of", "first_seen", "last_access", "created_at", "ts", "updated_at"}
+MAX_TIME = 10_413_791_999.0  # 2299-12-31T23:59:59Z
+
+
+def _out_of_range(row: dict[str, Any]) -> str | None:
+    for name, value in row.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            lo, hi = SIGNED_COLUMNS.get(name) or NARROW_COLUMNS.get(name) or UINT64
+            if not lo <= value <= hi:
+                return f"{name} out of range: {value}"
+        if name in TIME_COLUMNS and isinstance(value, (int, float)) and not 0 <= value <= MAX_TIME:
+            return f"{name} out of range: {value}"
+    return None
+
+
 def _finite(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
@@ -122,4 +144,9 @@ def rows_of_record(topic: str, partition: int, offset: int, value: bytes | None,
     rows = model_rows(record, {"_partition": partition, "_offset": offset})
     if not all(_finite(r) for rs in rows.values() for r in rs):
         return {t.DEAD_LETTERS: [dead_letter_row(topic, partition, offset, "non-finite number", value, now)]}
+    for table_rows in rows.values():
+        for r in table_rows:
+            problem = _out_of_range(r)
+            if problem:
+                return {t.DEAD_LETTERS: [dead_letter_row(topic, partition, offset, problem, value, now)]}
     return rows

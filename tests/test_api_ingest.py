@@ -193,3 +193,45 @@ def test_sla_is_rejudged_when_the_placement_arrives_after_the_reads(tmp_path):
         ingest(topics.PLACEMENTS, 2, Placement(bucket="b", key="k", version=2, updated_at=start + 1,
                                                replicas=[Replica(location=loc) for loc in ARCHIVE]))
         assert store.query(sla)[0]["r"] == 3
+
+
+def test_values_the_columns_cannot_hold_become_dead_letters(tmp_path):
+    """Valid by the contract, impossible for the column: ClickHouse would silently read 2**70 as 0 in a UInt64
+    and clamp a year-33000 date. Such records are dead letters with the reason; the batch's other rows land."""
+    import json
+
+    from api.ingest import insert_rows
+    from api.rows import rows_of_record
+    from schemas import Placement, Replica
+
+    ok = Placement(bucket="b", key="ok", version=1, updated_at=1767225600.0, replicas=[Replica(location="x")])
+    good = json.loads(ok.model_dump_json())
+    records = [
+        (topics.PLACEMENTS, good),
+        (topics.PLACEMENTS, good | {"key": "huge", "version": 2**70}),
+        (topics.PLACEMENTS, good | {"key": "far", "updated_at": 1e12}),
+        (topics.HEAT, {"bucket": "b", "key": "neg", "as_of": 1767225600, "read_heat": {}, "write_heat": {},
+                       "reads": -1, "first_seen": 0, "last_access": 0}),
+    ]
+    rows: dict[str, list] = {}
+    for offset, (topic, value) in enumerate(records):
+        for table, rs in rows_of_record(topic, 0, offset, json.dumps(value).encode()).items():
+            rows.setdefault(table, []).extend(rs)
+    nan = rows_of_record(topics.HEAT, 0, 9, b'{"bucket": "b", "key": "n", "as_of": 1, "read_heat": {"1h": NaN}, '
+                                            b'"write_heat": {}, "first_seen": 0, "last_access": 0}')
+    assert [r["reason"] for r in nan[t.DEAD_LETTERS]] == ["non-finite number"]
+    reasons = sorted(r["reason"] for r in rows[t.DEAD_LETTERS])
+    assert reasons == ["reads out of range: -1", "updated_at out of range: 1000000000000.0",
+                       f"version out of range: {2**70}"]
+    # And a row the store itself refuses (not from a contract) is retried alone and dead-lettered.
+    refused = dict(rows[t.PLACEMENTS][0], key="typed-wrong", version="not a number", _offset=99)
+    rows[t.PLACEMENTS].append(refused)
+    s = Settings(stack={"data_dir": tmp_path}, clickhouse={"chdb_path": tmp_path / "chdb"})
+    with AnalyticsStore.open(s) as store:
+        store.migrate()
+        counts = insert_rows(store, rows)
+        assert counts[t.PLACEMENTS] == 1 and counts[t.DEAD_LETTERS] == 4
+        assert store.query(f"SELECT key, version FROM {store.table(t.PLACEMENTS)} FINAL") == [
+            {"key": "ok", "version": 1}]
+        refused_rows = store.query(f"SELECT reason FROM {store.table(t.DEAD_LETTERS)} FINAL WHERE _offset = 99")
+        assert len(refused_rows) == 1 and "refused" in refused_rows[0]["reason"]
