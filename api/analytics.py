@@ -68,9 +68,11 @@ def savings(store: AnalyticsStore, settings) -> Savings:
     from api.derive import catalogue_of
 
     stored = {r["location"]: r for r in store.query(
-        f"""SELECT loc AS location, count() AS objects, sum(greatest(size, p.min_billable_bytes)) AS bytes
+        f"""SELECT loc AS location, count() AS objects,
+                   sum(greatest(size, p.min_billable_bytes) + p.overhead_bytes) AS bytes
             FROM {store.table(t.PLACEMENTS)} FINAL ARRAY JOIN locations AS loc
-            LEFT JOIN (SELECT location, min_billable_bytes FROM {store.table(t.LOCATION_PRICES)} FINAL) AS p
+            LEFT JOIN (SELECT location, min_billable_bytes, overhead_bytes
+                       FROM {store.table(t.LOCATION_PRICES)} FINAL) AS p
               ON p.location = loc
             WHERE NOT deleted GROUP BY location""")}
     rng = _day_range(store, None, None)

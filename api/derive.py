@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from api.ledger import Copy, DroppedReplica, LedgerInput, LocationDay, latency_ms, ledger_rows
+from api.ledger import GB, Copy, DroppedReplica, LedgerInput, LocationDay, ledger_rows
 from api.rows import Rows
 from api.store import AnalyticsStore
 from dim.config import Settings
@@ -36,7 +36,9 @@ def load_prices(store: AnalyticsStore, settings: Settings) -> None:
         "storage_usd_gb_month": loc.storage_usd_gb_month, "retrieval_usd_gb": loc.retrieval_usd_gb,
         "get_usd_per_1k": loc.get_usd_per_1k, "put_usd_per_1k": loc.put_usd_per_1k,
         "min_storage_days": loc.min_storage_days, "min_billable_bytes": loc.min_billable_bytes,
-        "first_byte_ms": latency_ms(loc), "restore_hours": loc.restore_hours,
+        "overhead_bytes": loc.overhead_bytes, "first_byte_ms": loc.first_byte_ms,
+        "restore_hours": loc.restore_hours, "read_latency_ms": loc.read_latency_ms,
+        "internet_egress_usd_gb": cat.internet_egress_usd_gb(loc.id),
         "monitoring_usd_per_1k_objects": float(getattr(loc, "monitoring_usd_per_1k_objects", 0.0) or 0.0),
         "catalogue_version": cat.version, "loaded_at": now,
     } for loc in cat.locations])
@@ -87,16 +89,20 @@ def refresh_hourly(store: AnalyticsStore, hours: list[int]) -> None:
 
 
 def _serving_sql(store: AnalyticsStore, usage_sql: str, cols: list[str], asof_col: str) -> str:
-    """Join per-object usage rows (bucket, key, <asof_col> DateTime, ...) to the replica that serves them: the
-    placement version in force at `asof_col`, its fastest location."""
+    """Join per-object usage rows (bucket, key, <asof_col> DateTime, ...) to every replica of the placement version
+    in force at `asof_col`, with what a read costs there. As in solver.costs, reads are served by the replica
+    where a read is cheapest: GET + size x (retrieval + internet egress)."""
     return f"""
-        SELECT {", ".join(f"u.{c} AS {c}" for c in cols)}, loc AS location, p.first_byte_ms AS latency_ms, v.locations AS locations
+        SELECT {", ".join(f"u.{c} AS {c}" for c in cols)}, loc AS location, p.read_latency_ms AS latency_ms,
+               p.get_usd_per_1k / 1000 + v.size / {GB} * (p.retrieval_usd_gb + p.internet_egress_usd_gb)
+                   AS serve_usd
         FROM ({usage_sql}) AS u
-        ASOF INNER JOIN (SELECT bucket, key, updated_at, locations, deleted
+        ASOF INNER JOIN (SELECT bucket, key, updated_at, locations, size, deleted
                          FROM {store.table(t.PLACEMENT_VERSIONS)} FINAL) AS v
           ON u.bucket = v.bucket AND u.key = v.key AND u.{asof_col} >= v.updated_at
         ARRAY JOIN v.locations AS loc
-        INNER JOIN (SELECT location, first_byte_ms FROM {store.table(t.LOCATION_PRICES)} FINAL) AS p
+        INNER JOIN (SELECT location, read_latency_ms, get_usd_per_1k, retrieval_usd_gb, internet_egress_usd_gb
+                    FROM {store.table(t.LOCATION_PRICES)} FINAL) AS p
           ON p.location = loc
         WHERE NOT v.deleted"""
 
@@ -108,11 +114,11 @@ def refresh_sla(store: AnalyticsStore, settings: Settings, hours: list[int]) -> 
                   AND has({{hours:Array(UInt32)}}, toUInt32(hour)) AND gets > 0"""
     store.command(
         f"""INSERT INTO {store.table(t.SLA_EVENTS)}
-        SELECT hour, bucket, key, argMin(location, latency_ms), any(gets), min(latency_ms) AS fastest,
-               {{sla:Float64}}, now64(6)
+        SELECT hour, bucket, key, argMin(location, (serve_usd, location)),
+               any(gets), argMin(latency_ms, (serve_usd, location)) AS served_ms, {{sla:Float64}}, now64(6)
         FROM ({_serving_sql(store, usage, ["hour", "bucket", "key", "gets"], "hour_end")})
         GROUP BY hour, bucket, key
-        HAVING fastest > {{sla:Float64}}""",
+        HAVING served_ms > {{sla:Float64}}""",
         {"lo": hours[0], "hi": hours[-1] + HOUR, "hours": hours, "sla": float(settings.solver.sla_ms)},
     )
 
@@ -123,7 +129,7 @@ def ledger_input(store: AnalyticsStore, days: list[int]) -> LedgerInput:
     # Storage: every replica of every object as of the end of each day.
     for r in store.query(
         f"""SELECT d, loc AS location, count() AS objects,
-                   sum(greatest(size, p.min_billable_bytes)) / 1e9 AS gb_days
+                   sum(greatest(size, p.min_billable_bytes) + p.overhead_bytes) / {GB} AS gb_days
             FROM (
                 SELECT d, bucket, key, argMax(locations, version) AS locs, argMax(size, version) AS size,
                        argMax(deleted, version) AS del
@@ -132,7 +138,8 @@ def ledger_input(store: AnalyticsStore, days: list[int]) -> LedgerInput:
                 WHERE updated_at < toDateTime(d + 86400)
                 GROUP BY d, bucket, key
             ) ARRAY JOIN locs AS loc
-            INNER JOIN (SELECT location, min_billable_bytes FROM {store.table(t.LOCATION_PRICES)} FINAL) AS p
+            INNER JOIN (SELECT location, min_billable_bytes, overhead_bytes
+                        FROM {store.table(t.LOCATION_PRICES)} FINAL) AS p
               ON p.location = loc
             WHERE NOT del
             GROUP BY d, location""", params):
@@ -146,14 +153,15 @@ def ledger_input(store: AnalyticsStore, days: list[int]) -> LedgerInput:
                 GROUP BY d, bucket, key"""
     for r in store.query(
         f"""SELECT d, location, sum(if(serving, n_gets, 0)) AS get_requests, sum(n_puts) AS put_requests,
-                   sum(if(serving, n_bytes_read, 0)) / 1e9 AS retrieval_gb
-            FROM (SELECT *, row_number() OVER (PARTITION BY d, bucket, key ORDER BY latency_ms, location) = 1
+                   sum(if(serving, n_bytes_read, 0)) / {GB} AS retrieval_gb
+            FROM (SELECT *, row_number() OVER (PARTITION BY d, bucket, key ORDER BY serve_usd, location) = 1
                             AS serving
                   FROM ({_serving_sql(store, usage, ["d", "bucket", "key", "n_gets", "n_puts", "n_bytes_read"], "day_end")}))
             GROUP BY d, location""", params):
         u = inp.usage.setdefault((r["d"] // DAY, r["location"]), LocationDay())
         u.get_requests, u.put_requests = int(r["get_requests"]), int(r["put_requests"])
-        u.retrieval_gb = float(r["retrieval_gb"])
+        # Bytes read leave through the serving replica: retrieval there, and internet egress to the client.
+        u.retrieval_gb = u.read_egress_gb = float(r["retrieval_gb"])
     # Egress: bytes copied to a new location, from the move's first source.
     for r in store.query(
         f"""SELECT toUInt32(toStartOfDay(e.ts)) AS d, m.from_locations[1] AS src, e.location AS dst,

@@ -3,10 +3,13 @@
 Inputs are aggregates the store computes from the deduplicated raw tables; prices come from the solver's
 catalogue (`solver.catalogue`), the same one the placement decisions are made with.
 
-- storage: billable GB-days (each replica at least the location's min billable size) x $/GB-month / 30;
-- requests: GETs are charged at the replica that serves them (the fastest), PUTs at every replica;
+The formulas are solver.costs' (binary GB, 30-day months), applied to what happened instead of a forecast:
+- storage: billable GB-days (each replica max(size, min billable) + per-object overhead) x $/GB-month / 30;
+- requests: GETs are charged at the replica that serves them (where a read is cheapest: GET + size x
+  (retrieval + internet egress), as the solver assumes), PUTs at every replica;
 - retrieval: bytes read from the serving replica x $/GB retrieval;
-- egress: bytes copied by moves, charged to the source location (catalogue egress matrix);
+- egress: bytes read, leaving the serving replica's provider to the client (internet egress), plus bytes
+  copied by moves, charged to the source location (catalogue egress matrix);
 - early deletion: a replica dropped before the location's minimum storage duration pays the remaining days;
 - monitoring: per-object monitoring fee, when the catalogue has one (`monitoring_usd_per_1k_objects`).
 """
@@ -16,9 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from solver.catalogue import Catalogue
-
-GB = 1e9
-DAYS_PER_MONTH = 30.0
+from solver.costs import DAYS_PER_MONTH, GB  # the same units as the solver's cost model (binary GB)
 
 
 @dataclass
@@ -28,6 +29,7 @@ class LocationDay:
     get_requests: int = 0
     put_requests: int = 0
     retrieval_gb: float = 0.0
+    read_egress_gb: float = 0.0  # bytes read, to clients over the internet
     egress_gb: float = 0.0
     egress_usd: float = 0.0
     early_deletion_usd: float = 0.0
@@ -78,7 +80,7 @@ def ledger_rows(inp: LedgerInput, catalogue: Catalogue) -> list[dict]:
         if loc is None:
             continue
         remaining = max(0.0, loc.min_storage_days - d.days_held)
-        billable = max(d.bytes, loc.min_billable_bytes) / GB
+        billable = (max(d.bytes, loc.min_billable_bytes) + loc.overhead_bytes) / GB
         usage.setdefault((d.day, d.location), LocationDay()).early_deletion_usd += (
             billable * loc.storage_usd_gb_month / DAYS_PER_MONTH * remaining)
     rows = []
@@ -86,6 +88,8 @@ def ledger_rows(inp: LedgerInput, catalogue: Catalogue) -> list[dict]:
         loc = known.get(location)
         if loc is None:
             continue
+        u.egress_gb += u.read_egress_gb
+        u.egress_usd += u.read_egress_gb * catalogue.internet_egress_usd_gb(location)
         storage = u.gb_days * loc.storage_usd_gb_month / DAYS_PER_MONTH
         request = u.get_requests / 1000 * loc.get_usd_per_1k + u.put_requests / 1000 * loc.put_usd_per_1k
         retrieval = u.retrieval_gb * loc.retrieval_usd_gb
@@ -100,11 +104,6 @@ def ledger_rows(inp: LedgerInput, catalogue: Catalogue) -> list[dict]:
             "total_usd": storage + request + retrieval + u.egress_usd + u.early_deletion_usd + monitoring,
         })
     return rows
-
-
-def latency_ms(loc) -> float:
-    """Time to first byte of a location; archive tiers need a restore first."""
-    return float(loc.first_byte_ms) + float(loc.restore_hours) * 3600 * 1000
 
 
 def all_hot_location(catalogue: Catalogue, location_id: str):
@@ -128,10 +127,10 @@ class LocationUsage:
     retrieval_gb_month: float
 
 
-def monthly_cost(u: LocationUsage, loc) -> float:
+def monthly_cost(u: LocationUsage, loc, catalogue: Catalogue) -> float:
     return (u.billable_bytes / GB * loc.storage_usd_gb_month
             + u.gets_month / 1000 * loc.get_usd_per_1k + u.puts_month / 1000 * loc.put_usd_per_1k
-            + u.retrieval_gb_month * loc.retrieval_usd_gb
+            + u.retrieval_gb_month * (loc.retrieval_usd_gb + catalogue.internet_egress_usd_gb(loc.id))
             + u.objects / 1000 * monitoring_usd_per_1k(loc))
 
 
@@ -142,6 +141,6 @@ def all_hot_comparison(usage: list[LocationUsage], catalogue: Catalogue) -> tupl
     for u in usage:
         if u.location not in known:
             continue
-        current += monthly_cost(u, catalogue.location(u.location))
-        baseline += monthly_cost(u, all_hot_location(catalogue, u.location))
+        current += monthly_cost(u, catalogue.location(u.location), catalogue)
+        baseline += monthly_cost(u, all_hot_location(catalogue, u.location), catalogue)
     return current, baseline

@@ -28,10 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from api.queries import encode_cursor  # noqa: E402
-from api.store import AnalyticsStore  # noqa: E402
-from dim.config import Settings  # noqa: E402
-from schemas import tables as t  # noqa: E402
+from api.queries import encode_cursor
+from api.store import AnalyticsStore
+from dim.config import Settings
+from schemas import tables as t
 
 BUCKET = "bench"
 HOT = ["aws:us-east-1:standard", "gcp:us-east1:standard"]

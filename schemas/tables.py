@@ -165,7 +165,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 location String, provider LowCardinality(String), region LowCardinality(String),
                 tier LowCardinality(String), storage_usd_gb_month Float64, retrieval_usd_gb Float64,
                 get_usd_per_1k Float64, put_usd_per_1k Float64, min_storage_days Float64,
-                min_billable_bytes UInt64, first_byte_ms Float64, restore_hours Float64,
+                min_billable_bytes UInt64, overhead_bytes UInt64, first_byte_ms Float64, restore_hours Float64,
+                read_latency_ms Float64, internet_egress_usd_gb Float64,
                 monitoring_usd_per_1k_objects Float64, catalogue_version String, loaded_at DateTime64(6)
             ) ENGINE = ReplacingMergeTree(loaded_at)
             ORDER BY location""",
