@@ -67,10 +67,16 @@ def main() -> None:
     ap.add_argument("--train-share", type=float, default=0.3, help="early share of event time that trains the RF")
     ap.add_argument("--shards", type=int, default=4, help="flow shards (= access-topic partitions)")
     ap.add_argument("--rf-max-train", type=int, default=300_000)
+    ap.add_argument("--label-fraction", type=float, default=None, help="override flow.label_fraction")
+    ap.add_argument("--forest-fraction", type=float, default=None, help="override flow.forest_fraction")
     ap.add_argument("--calibration", type=Path, default=Path("bench/results/prediction_calibration.csv"))
     args = ap.parse_args()
 
     settings = Settings()
+    if args.label_fraction is not None:
+        settings.flow.label_fraction = args.label_fraction
+    if args.forest_fraction is not None:
+        settings.flow.forest_fraction = args.forest_fraction
     t0 = time.perf_counter()
     n_events, events = load_events(args.trace, args.time_scale, args.limit)
     run = run_offline(settings, events, shards=args.shards, record=True, finish=False)
@@ -80,7 +86,8 @@ def main() -> None:
     at = np.array([lab.at for lab in labelled])
     y = np.array([lab.y for lab in labelled], dtype=bool)
     p_river = np.array([lab.p for lab in labelled])
-    X = np.array([[lab.x[n] for n in names] for lab in labelled])
+    X = np.array([lab.x for lab in labelled])  # feature values in `names` order
+    assert X.shape[1] == len(names)
     split = at.min() + args.train_share * (at.max() - at.min())
     train, test = at < split, at >= split
 
@@ -109,6 +116,9 @@ def main() -> None:
         "time_scale": args.time_scale,
         "horizon_s": settings.flow.horizon_s,
         "hot_reads": settings.flow.hot_reads,
+        "label_fraction": settings.flow.label_fraction,
+        "forest_fraction": settings.flow.forest_fraction,
+        "forest_kind": settings.flow.forest_kind,
         "shards": args.shards,
         "river_models": [s.predictor.model.summary() for s in run.shards],
         "flow_core_s": round(flow_s, 1),

@@ -1,14 +1,16 @@
 """p_hot model: River pipelines learning online, chosen by prequential score. Pure; shared by the flow and the
 offline evaluators.
 
-Candidates: StandardScaler | LogisticRegression (cheap: ~300k predictions/s, ~70k learns/s here) and an Adaptive
-Random Forest (a tree ensemble with drift detection; ~20k predictions/s but only ~3k learns/s). The logistic
-regression learns from every labelled prediction. The forest learns from a deterministic, seeded sample of them
-(`forest_fraction`): learning from all would cap the flow at a few thousand events/s (docs/flows.md). Both are
-scored prequentially - predict first, then learn - on exactly the forest's sample, so the comparison is fair, with
-a rolling log loss (a proper scoring rule: p_hot feeds expected costs, so calibration matters, and the window
-lets the choice follow drift). Until `warmup` scored examples exist, `predict` returns None and the caller falls
-back to the heat prior.
+Candidates: StandardScaler | LogisticRegression (cheap: ~300k predictions/s, ~70k learns/s here), the same
+classifier over one-hot bins of the features (an additive model of step functions: non-linear per feature at the
+cost of a linear model), and a tree
+ensemble - an Aggregated Mondrian Forest by default (online, well calibrated; ~20k predictions/s, ~4k learns/s),
+or an Adaptive Random Forest (`forest_kind="arf"`, drift-aware, ~3k learns/s). The logistic regression learns from
+every labelled prediction (both variants); the forest from a seeded random share of them (`forest_fraction`): learning it from
+all would cap the flow at a few thousand events/s (docs/flows.md). Both are scored prequentially - predict first,
+then learn - on exactly the forest's share, so the comparison is fair, with a rolling log loss (a proper scoring
+rule: p_hot feeds expected costs, so calibration matters, and the window lets the choice follow drift). Until
+`warmup` scored examples exist, `predict` returns None and the caller falls back to the heat prior.
 """
 
 from __future__ import annotations
@@ -16,9 +18,26 @@ from __future__ import annotations
 import math
 import random
 
-from river import forest, linear_model, metrics, preprocessing, utils
+from river import compose, forest, linear_model, metrics, preprocessing, utils
 
-LOGREG, FOREST = "logreg", "forest"
+LOGREG, BINNED, FOREST = "logreg", "logreg_binned", "forest"
+
+# One-hot bin widths by feature-name prefix (features are logs, ratios or shares): a logistic regression over
+# these bins is an additive model of step functions - non-linear in each feature, as cheap as a linear one.
+_BIN_WIDTHS = (("read_heat_", 0.25), ("write_heat_", 0.25), ("read_ratio_", 0.1), ("log_reads", 0.35),
+               ("log_size", 0.5), ("log_age_s", 0.5), ("log_idle_s", 0.5), ("write_share", 0.1))
+_WIDTH_OF: dict[str, float | None] = {}
+
+
+def one_hot_bins(x: dict[str, float]) -> dict[str, float]:
+    out = {}
+    for name, value in x.items():
+        width = _WIDTH_OF.get(name, 0.0)
+        if width == 0.0:
+            width = _WIDTH_OF[name] = next((w for p, w in _BIN_WIDTHS if name.startswith(p)), None)
+        if width is not None:
+            out[f"{name}={int(value // width)}"] = 1.0
+    return out
 
 
 def make_forest(kind: str, models: int, seed: int):
@@ -37,6 +56,7 @@ class OnlineModel:
             raise ValueError("forest_fraction must be in (0, 1]")
         self.models = {
             LOGREG: preprocessing.StandardScaler() | linear_model.LogisticRegression(),
+            BINNED: compose.FuncTransformer(one_hot_bins) | linear_model.LogisticRegression(),
             FOREST: make_forest(forest_kind, forest_models, seed),
         }
         self.scores = {name: utils.Rolling(metrics.LogLoss, window_size=window) for name in self.models}
@@ -67,6 +87,7 @@ class OnlineModel:
             self.scored += 1
             self.selected = min(self.scores, key=lambda n: (self.scores[n].get(), n))
         self.models[LOGREG].learn_one(x, y)
+        self.models[BINNED].learn_one(x, y)
         self.learned += 1
 
     def summary(self) -> dict[str, float | int | str]:

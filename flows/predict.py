@@ -49,6 +49,8 @@ class RiverPredictor:
             self.model.learn(lab.x, lab.y)
             self.labels_learned += 1
             if self.record:
+                # Compact: feature values in feature_names() order (dicts of millions of labels do not fit).
+                lab.x = tuple(lab.x.values())
                 self.labelled.append(lab)
 
 

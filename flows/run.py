@@ -86,6 +86,10 @@ def load_shard_states(recovery_dir: Path) -> dict[int, "ShardState"]:  # noqa: F
             rows = con.execute(
                 "SELECT state_key, snap_epoch, ser_change FROM snaps WHERE step_id = ?", (f"{FLOW_NAME}.shard",)
             ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            rows = []  # a store still being initialised by a starting flow: nothing recovered yet
         finally:
             con.close()
         for key, epoch, blob in rows:

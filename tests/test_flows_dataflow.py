@@ -60,6 +60,7 @@ def test_replay_gives_candidates_and_heat_snapshots(flow_settings):
     events += [access(bucket, "once", T0 + 5)]
     # A clock on every partition, so every shard's event time reaches the end of the 8 days.
     events += [access(bucket, f"clock-{p}", T0 + i * 12 * HOUR) for p in parts for i in range(17)]
+    events.sort(key=lambda ev: ev.event_time)  # as a live producer would send them (lateness is tested elsewhere)
     run = publish(flow_settings, events,
                   partition_of=lambda ev: int(ev.key.split("-")[1]) if ev.key.startswith("clock-") else None)
 

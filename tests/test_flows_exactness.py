@@ -179,12 +179,19 @@ def test_sigkill_and_restart_equals_an_uninterrupted_run(stack_settings, tmp_pat
     run, ref_run = uuid.uuid4().hex, uuid.uuid4().hex
     rng = random.Random(3)
 
-    # Stream the events in chunks while the flow runs; kill it at random moments and restart it each time.
+    # Stream the events in three phases while the flow runs. During or after each phase the flow is killed at a
+    # random moment once it has made progress, then restarted; the next phase starts only after that kill, so
+    # every kill lands mid-stream however slow start-ups are on a loaded machine.
+    phases = [events[j * 4000:(j + 1) * 4000] for j in range(3)]
+    killed = [threading.Event() for _ in phases]
+
     def stream():
         prod = producer(stack_settings)
-        for i in range(0, len(events), 300):
-            produce(stack_settings, events[i:i + 300], prod)
-            time.sleep(0.5)
+        for phase, kill_done in zip(phases, killed):
+            for i in range(0, len(phase), 250):
+                produce(stack_settings, phase[i:i + 250], prod)
+                time.sleep(0.2)
+            kill_done.wait(180)
         publish_end_markers(stack_settings, topics.ACCESS, run, prod)
         publish_end_markers(stack_settings, topics.ACCESS, ref_run, prod)
 
@@ -193,23 +200,24 @@ def test_sigkill_and_restart_equals_an_uninterrupted_run(stack_settings, tmp_pat
     progress_at_kills: list[int] = []  # events in the recovered state after each kill
     proc = _start_flow(killed_settings, run)
     try:
-        for _ in range(3):
-            # A random moment once this incarnation has made progress (a start takes seconds: imports, fetches).
+        for kill_done in killed:
             before = progress_at_kills[-1] if progress_at_kills else 0
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 120
             while proc.poll() is None and time.monotonic() < deadline and _recovered_events(killed_settings) <= before:
                 time.sleep(0.2)
             time.sleep(rng.uniform(0.0, 1.0))
-            if proc.poll() is not None:
-                break
+            assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             progress_at_kills.append(_recovered_events(killed_settings))
+            kill_done.set()
             proc = _start_flow(killed_settings, run)
-        streamer.join(120)
-        _, err = proc.communicate(timeout=180)
+        streamer.join(180)
+        _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()[-3000:]
     finally:
+        for ev in killed:
+            ev.set()
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
@@ -222,8 +230,8 @@ def test_sigkill_and_restart_equals_an_uninterrupted_run(stack_settings, tmp_pat
     total = sum(f["events"] for f in reference.values())
     assert total >= len(events)
     # The kills hit a flow that had made progress and was not done: mid-stream, not before start or after end.
-    mid_stream = [n for n in progress_at_kills if 0 < n < total]
-    assert len(mid_stream) >= 2, (progress_at_kills, total)
+    assert len(progress_at_kills) == 3 and all(n > 0 for n in progress_at_kills), (progress_at_kills, total)
+    assert sum(n < total for n in progress_at_kills) >= 2, (progress_at_kills, total)
     assert killed == reference
     # Outputs are at-least-once (a restart may repeat what the killed process already sent): the *distinct*
     # candidates and heat snapshots equal the reference's exactly.

@@ -1,0 +1,31 @@
+"""`dim flow` argument checks (no flow is started: every case is rejected before run_flow)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from flows.cli import flow_cmd
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-p", "2"], "needs -a"),
+        (["-a", "h1:1;h2:2"], "go together"),
+        (["-a", "h1:1;h2:2", "-i", "2"], "not an index"),
+        (["-a", "h1:1;h2:2", "-i", "0", "-p", "3"], "3 but 2 addresses"),
+    ],
+)
+def test_bad_cluster_options_are_usage_errors(args, message):
+    result = CliRunner().invoke(flow_cmd, args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_zero_workers_is_rejected(monkeypatch, tmp_path):
+    from flows.run import run_flow
+    from dim.config import Settings
+
+    with pytest.raises(ValueError, match="workers"):
+        run_flow(Settings(stack={"data_dir": tmp_path}), workers=0)
