@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "api": ("api.cli:api_cmd", "Serve the read-only query API (and ingest the topics into ClickHouse)."),
     "ingest": ("api.cli:ingest_cmd", "Ingest the topics into the analytics store."),
     "report": ("api.cli:report_cmd", "Write an HTML report with charts from the analytics store."),
+    "evaluate": ("dim.evaluation.cli:evaluate_cmd", "Replay a trace in simulated time under every policy; cost + SLA."),
     "demo": ("dim.demo:demo_cmd", "Start the stack, replay a trace slice and run every stage end to end."),
 }
 
