@@ -25,7 +25,7 @@ from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.operators import StatefulBatchLogic
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from dim.config import Settings, kafka_consumer_config
@@ -178,35 +178,53 @@ class ShardLogic(StatefulBatchLogic):
 
 
 # -- sink -----------------------------------------------------------------------------------------------------
-class _KafkaRecordPartition(StatelessSinkPartition):
-    def __init__(self, settings: Settings):
-        self._producer = producer(settings, **{"linger.ms": 2})
+class _KafkaRecordPartition(StatefulSinkPartition):
+    """Produces asynchronously; flushes when Bytewax snapshots the epoch. Tansu acknowledges slowly (its log lives
+    in S3), so waiting for acks per batch would stall the worker; waiting once per epoch, before the epoch's
+    snapshot is committed, still guarantees that no record of a committed epoch is lost (at-least-once)."""
 
-    def write_batch(self, items: list[tuple[str, list[Record]]]) -> None:
+    def __init__(self, settings: Settings):
+        self._producer = producer(settings, **{"linger.ms": 5})
+
+    def write_batch(self, items: list[list[Record]]) -> None:
         prod = self._producer
-        for _, records in items:
+        for records in items:
             for topic, key, value in records:
                 while True:
                     try:
                         prod.produce(topic, value=value, key=key)
                         break
-                    except BufferError:
+                    except BufferError:  # local queue full: let librdkafka deliver some first
                         prod.poll(0.05)
-            prod.poll(0)
-        # Delivered before Bytewax may close the epoch (and snapshot past these records): at-least-once output.
-        remaining = prod.flush(60)
+        prod.poll(0)
+
+    def _flush(self) -> None:
+        remaining = self._producer.flush(60)
         if remaining:
             raise KafkaException(f"{remaining} flow output records not delivered")
 
+    def snapshot(self) -> None:
+        self._flush()
+        return None
+
     def close(self) -> None:
-        self._producer.flush(60)
+        self._flush()
 
 
-class KafkaRecordSink(DynamicSink):
-    def __init__(self, settings: Settings):
+class KafkaRecordSink(FixedPartitionedSink):
+    """One sink partition per shard (= access partition), so each shard's records keep their order."""
+
+    def __init__(self, settings: Settings, topic: str = topics.ACCESS):
         self._settings = settings
+        self._topic = topic
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaRecordPartition:
+    def list_parts(self) -> list[str]:
+        return [str(p) for p in partitions_of(self._settings, self._topic)]
+
+    def part_fn(self, item_key: str) -> int:
+        return int(item_key)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _KafkaRecordPartition:
         return _KafkaRecordPartition(self._settings)
 
 

@@ -92,7 +92,7 @@ def test_replay_gives_candidates_and_heat_snapshots(flow_settings):
             last[h.key] = h
     assert last["busy"].reads == BUSY_READS and last["faded"].reads == 30 and last["once"].reads == 1
     assert last["busy"].bytes_read == BUSY_READS * 1000
-    assert len([h for h in heat if h.key == "busy"]) > 10  # periodic, not only at the end
+    assert len([h for h in heat if h.key == "busy"]) >= 8  # daily over 8 days, not only at the end
 
 
 def test_bad_input_goes_to_dead_letters_and_the_flow_finishes(flow_settings):
