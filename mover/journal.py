@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from pydantic import ValidationError
 
@@ -177,7 +178,7 @@ class MoveJournal:
         fcntl.flock(self._lockfile, fcntl.LOCK_UN)
         self._lockfile.close()
 
-    def __enter__(self) -> MoveJournal:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

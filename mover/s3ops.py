@@ -344,13 +344,12 @@ class ReplicaStore:
         try:
             with ThreadPoolExecutor(self.m.part_concurrency) as pool:
                 parts = list(pool.map(lambda r: part(*r), ranges))
-            resp = self.call(ep, f"COMPLETE-MPU {db}/{key}", lambda c: c.complete_multipart_upload(
-                Bucket=db, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}))
+            etag = self._complete(dst_loc, key, upload, parts, source.size)
         except BaseException:
-            self._abort(dst_loc, key, upload)
+            self._abort_all(dst_loc, key, upload)
             raise
         self.stats["server_copies"] += 1
-        return CopyResult(source.size, _etag(resp["ETag"]), "", server_side=True, parts=len(parts))
+        return CopyResult(source.size, etag, "", server_side=True, parts=len(parts))
 
     def _stream_small(self, src_loc, dst_loc, key, source, sha256, progress) -> CopyResult:
         with self.buffer_slots:
@@ -421,8 +420,7 @@ class ReplicaStore:
                     if f.done() and f.exception():
                         raise f.exception()
             parts = [f.result() for f in uploads]
-            resp = self.call(ep, f"COMPLETE-MPU {db}/{key}", lambda c: c.complete_multipart_upload(
-                Bucket=db, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}))
+            etag = self._complete(dst_loc, key, upload, parts, source.size, multipart_etag(md5s))
         except BaseException:
             # Give back the buffer slots of parts that will never be uploaded, then abort the upload.
             for f in [*reads.values(), *uploads]:
@@ -432,17 +430,50 @@ class ReplicaStore:
             for f in reads.values():
                 if not f.cancelled() and f.exception() is None:
                     self.buffer_slots.release()
-            self._abort(dst_loc, key, upload)
+            self._abort_all(dst_loc, key, upload)
             raise
         finally:
             pool.shutdown(wait=True)
         expected = multipart_etag(md5s)
-        if _etag(resp["ETag"]) != expected:
-            raise VerificationFailed(f"{db}/{key}: multipart ETag {resp['ETag']} != {expected} of the parts sent")
+        if etag != expected:
+            raise VerificationFailed(f"{db}/{key}: multipart ETag {etag} != {expected} of the parts sent")
         self.stats["streamed_copies"] += 1
         return CopyResult(source.size, expected, sha.hexdigest(), server_side=False, parts=len(parts))
 
     # ------------------------------------------------------------------------------------- multipart hygiene
+
+    def _complete(self, location: str, key: str, upload: str, parts: list[dict], size: int,
+                  expected_etag: str | None = None) -> str:
+        """Complete an upload; returns the object's ETag. Then abort any other upload of the key: a
+        CreateMultipartUpload whose answer was lost (and retried) leaves one behind that nobody knows."""
+        bucket = self.bucket(location)
+        try:
+            resp = self.call(self.endpoint(location), f"COMPLETE-MPU {bucket}/{key}",
+                             lambda c: c.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload,
+                                                                   MultipartUpload={"Parts": parts}))
+            etag = _etag(resp["ETag"])
+        except PermanentError as exc:
+            # A retried complete whose first answer was lost finds the upload gone because it completed.
+            if "NoSuchUpload" not in exc.reason:
+                raise
+            info = self.head(location, key)
+            if info is None or info.size != size or (expected_etag and info.etag != expected_etag):
+                raise
+            etag = info.etag
+        self._sweep_uploads(location, key)
+        return etag
+
+    def _abort_all(self, location: str, key: str, upload: str) -> None:
+        self._abort(location, key, upload)
+        self._sweep_uploads(location, key)
+
+    def _sweep_uploads(self, location: str, key: str) -> None:
+        try:
+            n = self.abort_uploads(location, key)
+        except MoveError as exc:  # recovery's sweep will find them again
+            log.warning("could not list uploads of %s: %s", key, exc.reason)
+            return
+        self.stats["orphan_uploads_aborted"] += n
 
     def _abort(self, location: str, key: str, upload_id: str) -> None:
         bucket = self.bucket(location)
