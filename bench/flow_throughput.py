@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from dim.config import Settings, get_settings, kafka_consumer_config  # noqa: E402
-from dim.kafka import END_MARKER_HEADER, partitions_of, producer, publish_end_markers  # noqa: E402
-from schemas import AccessEvent, topics  # noqa: E402
+from dim.config import Settings, get_settings, kafka_consumer_config
+from dim.kafka import END_MARKER_HEADER, partitions_of, producer, publish_end_markers
+from schemas import AccessEvent, topics
 
 DEFAULT_TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "twitter52_dev.csv.zst"
 START = 1767225600.0
@@ -107,7 +107,7 @@ def measure(settings: Settings, args) -> dict:
     raw_n, raw_s = raw_consume(settings, run)
     rss_before_flow = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # Module imports (River pulls in SciPy: seconds on a loaded machine) are process start-up, not throughput.
-    import flows.dataflow  # noqa: F401
+    import flows.dataflow
     import flows.predict  # noqa: F401
 
     t1 = time.perf_counter()

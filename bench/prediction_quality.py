@@ -22,15 +22,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.ensemble import RandomForestClassifier  # noqa: E402
-from sklearn.metrics import log_loss, roc_auc_score  # noqa: E402
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.metrics import log_loss, roc_auc_score
 
-from dim.config import Settings  # noqa: E402
-from flows.features import feature_names  # noqa: E402
-from flows.heat import HeatParams  # noqa: E402
-from flows.offline import run_offline  # noqa: E402
+from dim.config import Settings
+from flows.features import feature_names
+from flows.heat import HeatParams
+from flows.offline import run_offline
 
 START = 1767225600.0  # event time of trace second 0 (as dim replay)
 
@@ -109,9 +109,9 @@ def main() -> None:
         "river_logloss": float(log_loss(yt, np.clip(p_river[test], eps, 1 - eps), labels=[False, True])),
         "rf_logloss": float(log_loss(yt, np.clip(p_rf, eps, 1 - eps), labels=[False, True])),
         "events": n_events,
-        "labels": int(len(labelled)),
+        "labels": len(labelled),
         "test_labels": int(test.sum()),
-        "train_labels": int(len(train_idx)),
+        "train_labels": len(train_idx),
         "positive_rate": float(yt.mean()),
         "time_scale": args.time_scale,
         "horizon_s": settings.flow.horizon_s,

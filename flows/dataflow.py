@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import pickle
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
@@ -79,7 +80,7 @@ class _AccessPartition(StatefulSourcePartition):
                         break
                     continue
             data.append((offset, m.value()))
-        self._awake = None if msgs else datetime.now(timezone.utc) + IDLE_POLL
+        self._awake = None if msgs else datetime.now(UTC) + IDLE_POLL
         if not data:
             if self._done:
                 raise StopIteration()
@@ -205,7 +206,6 @@ class _KafkaRecordPartition(StatefulSinkPartition):
 
     def snapshot(self) -> None:
         self._flush()
-        return None
 
     def close(self) -> None:
         self._flush()
@@ -233,7 +233,7 @@ def make_shard_factory(settings: Settings):
     params = FlowParams.from_settings(settings)
 
     def make_shard(partition: int) -> ShardState:
-        from flows.predict import make_predictor  # noqa: PLC0415 - heavy (River), only when a shard is built
+        from flows.predict import make_predictor
 
         return ShardState(params, make_predictor(settings, shard_id=partition))
 

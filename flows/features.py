@@ -47,7 +47,7 @@ def object_features(params: HeatParams, rec: HeatState, at: float, read_heat: li
     for i, k in enumerate(ratio_keys):
         x[k] = (rh[i] + EPS) / (rh[i + 1] + EPS)
     x["log_size"] = log1p(rec.size)
-    first = rec.first_seen if rec.first_seen <= at else at
+    first = min(rec.first_seen, at)
     last = rec.last_access if rec.last_access > -math.inf else at
     x["log_age_s"] = log1p(max(0.0, at - first))
     x["log_idle_s"] = log1p(max(0.0, at - last))

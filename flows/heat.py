@@ -54,7 +54,7 @@ class HeatParams:
             raise ValueError("half_lives_s must be a non-empty list of positive seconds")
 
     @classmethod
-    def from_flow_settings(cls, flow) -> "HeatParams":
+    def from_flow_settings(cls, flow) -> HeatParams:
         return cls(
             half_lives_s=tuple(float(h) for h in flow.half_lives_s),
             allowed_lateness_s=float(flow.allowed_lateness_s),
@@ -87,9 +87,22 @@ class HeatState:
     """Everything the flow knows about one object's accesses. Small (slots) because there are millions."""
 
     __slots__ = (
-        "ref", "read_sums", "write_sums", "reads", "writes", "heads", "deletes", "bytes_read",
-        "first_seen", "last_access", "max_seen", "size", "size_time", "last_write", "last_delete",
+        "bytes_read",
+        "deletes",
+        "first_seen",
+        "heads",
+        "last_access",
+        "last_delete",
+        "last_write",
         "late_events",
+        "max_seen",
+        "read_sums",
+        "reads",
+        "ref",
+        "size",
+        "size_time",
+        "write_sums",
+        "writes",
     )
 
     def __init__(self, params: HeatParams):
@@ -125,29 +138,24 @@ class HeatState:
         late = t < self.max_seen - params.allowed_lateness_s
         if late:
             self.late_events += 1
-        if t > self.max_seen:
-            self.max_seen = t
+        self.max_seen = max(self.max_seen, t)
         self._rebase_for(params, t)
-        if t < self.first_seen:
-            self.first_seen = t
-        if t > self.last_access:
-            self.last_access = t
+        self.first_seen = min(self.first_seen, t)
+        self.last_access = max(self.last_access, t)
         if op == "GET":
             self.reads += 1
             self.bytes_read += nbytes
             sums = self.read_sums
         elif op == "PUT":
             self.writes += 1
-            if t > self.last_write:
-                self.last_write = t
+            self.last_write = max(self.last_write, t)
             sums = self.write_sums
         elif op == "HEAD":
             self.heads += 1
             sums = None
         elif op == "DELETE":
             self.deletes += 1
-            if t > self.last_delete:
-                self.last_delete = t
+            self.last_delete = max(self.last_delete, t)
             return late
         else:
             raise ValueError(f"unknown op {op!r}")

@@ -3,14 +3,14 @@ offline evaluators.
 
 Candidates: StandardScaler | LogisticRegression (cheap: ~300k predictions/s, ~70k learns/s here), the same
 classifier over one-hot bins of the features (an additive model of step functions: non-linear per feature at the
-cost of a linear model), and a tree
-ensemble - an Aggregated Mondrian Forest by default (online, well calibrated; ~20k predictions/s, ~4k learns/s),
-or an Adaptive Random Forest (`forest_kind="arf"`, drift-aware, ~3k learns/s). The logistic regression learns from
-every labelled prediction (both variants); the forest from a seeded random share of them (`forest_fraction`): learning it from
-all would cap the flow at a few thousand events/s (docs/flows.md). Both are scored prequentially - predict first,
-then learn - on exactly the forest's share, so the comparison is fair, with a rolling log loss (a proper scoring
-rule: p_hot feeds expected costs, so calibration matters, and the window lets the choice follow drift). Until
-`warmup` scored examples exist, `predict` returns None and the caller falls back to the heat prior.
+cost of a linear model), and a tree ensemble - an Aggregated Mondrian Forest by default (online, well calibrated;
+~20k predictions/s, ~4k learns/s) or an Adaptive Random Forest (`forest_kind="arf"`, drift-aware, ~3k learns/s).
+Both logistic regressions learn from every labelled prediction; the forest from a seeded random share of them
+(`forest_fraction`): learning it from all would cap the flow at a few thousand events/s (docs/flows.md). All are
+scored prequentially - predict first, then learn - on exactly the forest's share, so the comparison is fair, with
+a rolling log loss (a proper scoring rule: p_hot feeds expected costs, so calibration matters, and the window
+lets the choice follow drift). Until `warmup` scored examples exist, `predict` returns None and the caller falls
+back to the heat prior.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def close_outputs(settings: Settings, run_id: str) -> None:
         publish_end_markers(settings, topic, run_id)
 
 
-def load_shard_states(recovery_dir: Path) -> dict[int, "ShardState"]:  # noqa: F821
+def load_shard_states(recovery_dir: Path) -> dict[int, ShardState]:  # noqa: F821
     """The latest recovered ShardState of every shard in a recovery store (inspection and tests; read-only)."""
     import pickle
     import sqlite3

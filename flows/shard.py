@@ -43,7 +43,7 @@ class FlowParams:
             raise ValueError("horizon_s must be > 0 and eval_interval_s >= 0")
 
     @classmethod
-    def from_settings(cls, settings) -> "FlowParams":
+    def from_settings(cls, settings) -> FlowParams:
         f = settings.flow
         return cls(
             heat=HeatParams.from_flow_settings(f),
@@ -60,7 +60,7 @@ class FlowParams:
 class ObjectRecord(HeatState):
     """Heat plus what the shard decides about the object."""
 
-    __slots__ = ("outlook", "next_eval", "p_hot", "eval_due")
+    __slots__ = ("eval_due", "next_eval", "outlook", "p_hot")
     _ALL = HeatState.__slots__ + ("outlook", "next_eval", "p_hot", "eval_due")
 
     def __init__(self, params: HeatParams):
@@ -86,7 +86,7 @@ def split_object_key(object_key: str) -> tuple[str, str]:
 class PriorPredictor:
     """p_hot before any model: Poisson with the mean taken from the heat (flows.heat.expected_reads)."""
 
-    def on_evaluate(self, shard: "ShardState", key: str, rec: ObjectRecord, at: float, mu: float,
+    def on_evaluate(self, shard: ShardState, key: str, rec: ObjectRecord, at: float, mu: float,
                     read_heat: list[float], write_heat: list[float]) -> float:
         return poisson_at_least(mu, shard.params.hot_reads)
 

@@ -24,8 +24,8 @@ def test_bad_cluster_options_are_usage_errors(args, message):
 
 
 def test_zero_workers_is_rejected(monkeypatch, tmp_path):
-    from flows.run import run_flow
     from dim.config import Settings
+    from flows.run import run_flow
 
     with pytest.raises(ValueError, match="workers"):
         run_flow(Settings(stack={"data_dir": tmp_path}), workers=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 
@@ -76,7 +77,7 @@ def test_replay_gives_candidates_and_heat_snapshots(flow_settings):
     assert "hot" not in outlooks["once"]
     # Hysteresis: consecutive candidates of one object always change outlook (no flood while it hovers).
     for seq in outlooks.values():
-        assert all(a != b for a, b in zip(seq, seq[1:])), seq
+        assert all(a != b for a, b in itertools.pairwise(seq)), seq
     faded_cold = by_key["faded"][-1]
     # Cooled while idle: found by a sweep of hot objects (no event of its own), days after its last access.
     assert faded_cold.as_of - faded_cold.last_access > 2 * 24 * HOUR

@@ -6,7 +6,8 @@ import math
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flows.heat import HeatParams, HeatState, expected_reads, half_life_label, poisson_at_least
 
