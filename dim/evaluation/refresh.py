@@ -54,9 +54,9 @@ class ColdRefresher:
                 if rec is None or rec.gone:
                     continue
                 if rec.outlook == "cold" and at - rec.last_access >= self.steps[0] - 1.0:
-                    p_hot = shard._evaluate(key, rec, at)
-                    if p_hot <= shard.params.cold_threshold:
-                        shard._emit(key, rec, at, "cold", p_hot, out)
+                    evaluation = shard._evaluate(key, rec, at)  # (p_hot, expected reads, read heat, write heat)
+                    if evaluation[0] <= shard.params.cold_threshold:
+                        shard._emit(key, rec, at, "cold", evaluation, out)
                         self.refreshed += 1
                 self._schedule(i, rec.last_access, at)
             self.next_boundary += 1
