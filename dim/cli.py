@@ -137,8 +137,11 @@ def provision_cmd(analytics: bool):
     if analytics:
         from api.store import AnalyticsStore
 
+        from api.derive import load_prices
+
         with AnalyticsStore.open(s) as store:
             store.migrate()
+            load_prices(store, s)
     click.echo("provisioned")
 
 

@@ -80,7 +80,26 @@ def create_objects(settings: Settings, records: list[TraceRecord], opt: ReplayOp
     ]
     placements = seed_objects(settings, items, settings.solver.initial_locations)
     created = [p for p in placements if p is not None]
+    _publish_placements(settings, created)
     return len(created), sum(r.size for p in created for r in p.replicas)
+
+
+def _publish_placements(settings: Settings, placements) -> None:
+    """Announce each object's initial placement on the placements topic, so analytics (and the API's /objects)
+    know every object from the start, not only those the mover has touched."""
+    from dim.kafka import producer
+
+    prod = producer(settings)
+    for p in placements:
+        while True:
+            try:
+                prod.produce(topics.PLACEMENTS, key=topics.object_key(p.bucket, p.key),
+                             value=p.model_dump_json().encode())
+                break
+            except BufferError:
+                prod.poll(0.05)
+    if prod.flush(60):
+        raise click.ClickException("initial placements were not all delivered to the placements topic")
 
 
 def publish(
