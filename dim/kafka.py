@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from dim.config import Settings, kafka_client_config, kafka_consumer_config
 
@@ -99,24 +99,35 @@ def drain(
         while not should_stop():
             msgs = cons.consume(max_batch, batch_timeout_s)
             data: list[Message] = []
+            # Offsets to commit per partition. A partition that reached this run's end marker is committed AT the
+            # marker, not past it, and paused: a restarted bounded run reads the marker again instead of waiting
+            # for one that was already consumed, and records after it are left for whoever runs next.
+            positions: dict[tuple[str, int], int] = {}
             for m in msgs:
                 if m.error():
                     # Partition EOF and transient errors are not data; fatal errors surface.
                     if m.error().fatal():
                         raise KafkaException(m.error())
                     continue
-                run = end_marker_run(m)
-                if run is not None:
-                    if run == until_run:
-                        seen_end.add((m.topic(), m.partition()))
+                tp = (m.topic(), m.partition())
+                if tp in seen_end:
                     continue
-                data.append(m)
+                run = end_marker_run(m)
+                if run is not None and run == until_run:
+                    seen_end.add(tp)
+                    positions[tp] = m.offset()
+                    cons.pause([TopicPartition(*tp)])
+                    continue
+                positions[tp] = m.offset() + 1
+                if run is None:
+                    data.append(m)
             if data:
                 handle_batch(data)
                 handled += len(data)
                 last_data = time.monotonic()
-            if msgs and commit:
-                cons.commit(asynchronous=False)
+            if positions and commit:
+                cons.commit(offsets=[TopicPartition(t, p, off) for (t, p), off in positions.items()],
+                            asynchronous=False)
             if until_run and expected <= seen_end:
                 break
             if idle_timeout_s is not None and time.monotonic() - last_data > idle_timeout_s:
