@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from dim import stack
 from dim.config import Settings
@@ -39,3 +39,21 @@ def running_stack(settings: Settings) -> Iterator[Settings]:
         yield settings
     finally:
         stack.down(settings)
+
+
+def valid_records(settings: Settings, topic: str, model, group: str, until_run: str) -> list:
+    """The records of `topic` up to `until_run`'s end markers that parse as `model`.
+
+    Topics of the shared test stack also carry other tests' deliberately invalid records (dead-letter tests):
+    a reader filters for its own records, it does not fail on someone else's garbage."""
+    from pydantic import ValidationError
+
+    from dim.kafka import iter_records
+
+    out = []
+    for m in iter_records(settings, topic, group, until_run):
+        try:
+            out.append(model.model_validate_json(m.value()))
+        except ValidationError:
+            continue
+    return out

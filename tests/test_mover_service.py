@@ -9,6 +9,7 @@ import sys
 import uuid
 
 from dim import kafka
+from dim.testing import valid_records
 from mover.catalog import PlacementCatalog
 from mover.objects import seed_objects
 from mover.service import run_mover
@@ -38,12 +39,10 @@ def test_run_mover_drains_topic_until_run_and_publishes_events(stack_settings, t
 
     kafka.publish_end_markers(settings, topics.MOVE_EVENTS, run)
     kafka.publish_end_markers(settings, topics.PLACEMENTS, run)
-    events = [MoveEvent.model_validate_json(m.value()) for m in
-              kafka.iter_records(settings, topics.MOVE_EVENTS, f"t-{run}", run)]
+    events = valid_records(settings, topics.MOVE_EVENTS, MoveEvent, f"t-{run}", run)
     mine = [e for e in events if e.plan_id == run]
     assert sum(e.state.value == "deleted" for e in mine) == 6
-    placements = [Placement.model_validate_json(m.value()) for m in
-                  kafka.iter_records(settings, topics.PLACEMENTS, f"tp-{run}", run)]
+    placements = valid_records(settings, topics.PLACEMENTS, Placement, f"tp-{run}", run)
     assert {p.key for p in placements if p.bucket == "svc" and run in p.key} == {k for _, k, _ in items}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
@@ -77,15 +76,14 @@ def test_workload_is_seeded_and_plausible():
 
 def test_replay_reaches_the_broker_and_creates_objects(stack_settings):
     from dim.config import s3_client
-    from dim.kafka import iter_records
+    from dim.testing import valid_records
     from mover.catalog import PlacementCatalog, replica_key
     from solver.catalogue import load_catalogue
 
     opt = ReplayOptions(bucket="replaytest", time_scale=3600, size_scale=10)
     summary = replay(stack_settings, SAMPLE, opt, limit=200, end_run="replay-1")
     assert summary.events == 200 and sum(summary.per_partition.values()) == 200
-    events = [AccessEvent.model_validate_json(m.value())
-              for m in iter_records(stack_settings, topics.ACCESS, "test-replay", "replay-1")]
+    events = valid_records(stack_settings, topics.ACCESS, AccessEvent, "test-replay", "replay-1")
     mine = [e for e in events if e.bucket == "replaytest"]
     assert len(mine) == 200
     assert [e.request_id for e in mine[:1]]  # request ids are set

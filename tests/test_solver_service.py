@@ -6,6 +6,7 @@ import time
 import uuid
 
 from dim import kafka
+from dim.testing import valid_records
 from mover.catalog import PlacementCatalog, new_placement
 from schemas import Candidate, DeadLetter, Move, PlacementPlan, Replica, topics
 from solver.service import run_solver
@@ -78,26 +79,17 @@ def test_candidates_to_plans_and_moves(stack_settings):
     assert "p_hot 0.02" in cold.reason
 
     # the same plans and moves are on the topics, followed by this run's end markers
-    published = [
-        Move.model_validate_json(m.value())
-        for m in kafka.iter_records(settings, topics.MOVES, f"{run}-read-moves", run)
-    ]
+    published = valid_records(settings, topics.MOVES, Move, f"{run}-read-moves", run)
     assert sorted(m.move_id for m in published if m.bucket == bucket) == sorted(
         m.move_id for m in moves.values()
     )
-    plan_ids = {
-        PlacementPlan.model_validate_json(m.value()).plan_id
-        for m in kafka.iter_records(settings, topics.PLANS, f"{run}-read-plans", run)
-    }
+    plan_ids = {p.plan_id for p in valid_records(settings, topics.PLANS, PlacementPlan, f"{run}-read-plans", run)}
     assert {p.plan_id for p in mine} <= plan_ids
 
     # the malformed candidate went to the dead-letter topic with its reason (the solver flushed it before
     # committing, so it precedes the markers we append now)
     kafka.publish_end_markers(settings, topics.DEAD_LETTERS, run)
-    dead = [
-        DeadLetter.model_validate_json(m.value())
-        for m in kafka.iter_records(settings, topics.DEAD_LETTERS, f"{run}-read-dead", run)
-    ]
+    dead = valid_records(settings, topics.DEAD_LETTERS, DeadLetter, f"{run}-read-dead", run)
     assert any(
         d.source_topic == topics.CANDIDATES and '"size": -1' in d.payload and "invalid Candidate" in d.reason
         for d in dead
