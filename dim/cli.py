@@ -47,9 +47,11 @@ class LazyGroup(click.Group):
         try:
             return getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
+            reason = str(exc)  # `exc` itself is unbound once the except block ends
+
             @click.command(name, help=SUBCOMMANDS[name][1])
             def missing():
-                raise click.ClickException(f"'dim {name}' is not available: {exc}")
+                raise click.ClickException(f"'dim {name}' is not available: {reason}")
 
             return missing
 
@@ -135,9 +137,8 @@ def provision_cmd(analytics: bool):
     stack.ensure_buckets(s, [s.s3.catalog_bucket, *stack.location_buckets(s)])
     stack.ensure_topics(s)
     if analytics:
-        from api.store import AnalyticsStore
-
         from api.derive import load_prices
+        from api.store import AnalyticsStore
 
         with AnalyticsStore.open(s) as store:
             store.migrate()

@@ -214,7 +214,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
 
     @model_validator(mode="after")
-    def _endpoints_follow_stack_ports(self) -> "Settings":
+    def _endpoints_follow_stack_ports(self) -> Settings:
         if self.s3.endpoint is None:
             self.s3.endpoint = f"http://127.0.0.1:{self.stack.s3_port}"
         if self.kafka.bootstrap is None:

@@ -89,11 +89,10 @@ def run_pipeline(
         res.mover = dict(run_mover(settings, until_run=run_id))
         for t in (topics.MOVE_EVENTS, topics.PLACEMENTS):
             publish_end_markers(settings, t, run_id)
-    with stage("ingest"):
-        with AnalyticsStore.open(settings) as store:
-            store.migrate()
-            res.ingest = dict(run_ingest(settings, store, until_run=run_id))
-            res.summary = summarize(settings, store, bucket, res)
+    with stage("ingest"), AnalyticsStore.open(settings) as store:
+        store.migrate()
+        res.ingest = dict(run_ingest(settings, store, until_run=run_id))
+        res.summary = summarize(settings, store, bucket, res)
     return res
 
 
@@ -131,7 +130,6 @@ def demo_cmd(trace: Path, time_scale: float, size_scale: float, limit: int | Non
     """Start a fresh embedded stack in <data_dir>/demo (free ports), run every stage over the shipped trace
     sample, print a summary, write the HTML report and stop everything."""
     from dim import stack
-
     from dim.testing import scratch_settings
 
     data_dir = get_settings().stack.data_dir / "demo"

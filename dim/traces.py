@@ -110,8 +110,7 @@ def _read_oracle(path: Path, limit: int | None) -> Iterator[TraceRecord]:
 def write_oracle(path: Path, records: list[tuple[int, int, int]]) -> None:
     """Write (timestamp, obj_id, size) records as oracleGeneral (next_access_vtime = -1): for tests and tools."""
     with open(path, "wb") as fh:
-        for ts, obj, size in records:
-            fh.write(_ORACLE.pack(ts, obj, size, -1))
+        fh.writelines(_ORACLE.pack(ts, obj, size, -1) for ts, obj, size in records)
 
 
 def _is_number(s: str) -> bool:
