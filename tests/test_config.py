@@ -70,3 +70,12 @@ def test_help_lists_every_subcommand():
     assert out.exit_code == 0
     for name in SUBCOMMANDS:
         assert f"  {name}" in out.output
+
+
+def test_a_subcommand_that_cannot_load_says_why(monkeypatch):
+    from dim import cli
+
+    monkeypatch.setitem(cli.SUBCOMMANDS, "ghost", ("no_such_module_xyz:cmd", "a missing command"))
+    out = CliRunner().invoke(cli.main, ["ghost"])
+    assert out.exit_code != 0
+    assert "not available" in out.output and "no_such_module_xyz" in out.output
