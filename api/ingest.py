@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaException, Message
+from confluent_kafka import Message
 
 from api.rows import Rows, dead_letter_row, rows_of_record
 from api.store import AnalyticsStore, StoreError
@@ -115,67 +115,11 @@ def run_ingest(
             stats.positions[(m.topic(), m.partition())] = m.offset()
         log.info("ingested batch of %d records: %s", len(msgs), dict(counts))
 
-    consume(settings, store, group, list(t.TABLE_OF_TOPIC), handle, until_run=until_run,
-            idle_timeout_s=idle_timeout_s, should_stop=should_stop, max_batch=max_batch)
+    # drain commits only after `handle` stored the batch (at-least-once; the tables deduplicate), and commits a
+    # partition at its end marker, not past it, so a restarted bounded run finds its markers again.
+    kafka.drain(settings, group, list(t.TABLE_OF_TOPIC), handle, until_run=until_run,
+                idle_timeout_s=idle_timeout_s, should_stop=should_stop, max_batch=max_batch)
     return dict(totals)
-
-
-def consume(
-    settings: Settings,
-    store: AnalyticsStore,
-    group: str,
-    topics: list[str],
-    handle_batch: Callable[[list[Message]], None],
-    until_run: str | None = None,
-    idle_timeout_s: float | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
-    max_batch: int = 10_000,
-    batch_timeout_s: float = 1.0,
-) -> None:
-    """`dim.kafka.drain`, except that the end markers seen are stored (with the batch, before the commit).
-
-    drain remembers markers in memory only: a bounded run that crashed after committing past some of its
-    markers would, restarted, wait for them forever. Here a restart reloads them from the store."""
-    cons = kafka.consumer(settings, group)
-    full_group = f"{settings.kafka.group_prefix}-{group}"
-    expected = {(tp, p) for tp in topics for p in kafka.partitions_of(settings, tp)} if until_run else set()
-    seen_end: set[tuple[str, int]] = set()
-    if until_run:
-        seen_end = {(r["topic"], r["partition"]) for r in store.query(
-            f"""SELECT topic, partition FROM {store.table(t.INGEST_MARKERS)} FINAL
-                WHERE consumer_group = {{g:String}} AND run_id = {{r:String}}""", {"g": full_group, "r": until_run})}
-    last_data = time.monotonic()
-    cons.subscribe(topics)
-    try:
-        while not should_stop():
-            if until_run and expected <= seen_end:
-                break
-            msgs = cons.consume(max_batch, batch_timeout_s)
-            data: list[Message] = []
-            markers: list[dict[str, Any]] = []
-            for m in msgs:
-                if m.error():
-                    if m.error().fatal():
-                        raise KafkaException(m.error())
-                    continue
-                run = kafka.end_marker_run(m)
-                if run is None:
-                    data.append(m)
-                elif run == until_run:
-                    seen_end.add((m.topic(), m.partition()))
-                    markers.append({"consumer_group": full_group, "run_id": run, "topic": m.topic(),
-                                    "partition": m.partition(), "offset": m.offset()})
-            if data:
-                handle_batch(data)
-                last_data = time.monotonic()
-            if markers:
-                store.insert(t.INGEST_MARKERS, markers)
-            if msgs:
-                cons.commit(asynchronous=False)
-            if idle_timeout_s is not None and time.monotonic() - last_data > idle_timeout_s:
-                break
-    finally:
-        cons.close()
 
 
 class BackgroundIngester:

@@ -34,7 +34,6 @@ SLA_EVENTS = "sla_events"  # reads served from a location slower than the SLA, p
 LOCATION_PRICES = "location_prices"
 EGRESS_PRICES = "egress_prices"
 # Ingestion bookkeeping: the end markers each consumer group has seen (so a restarted bounded run still ends).
-INGEST_MARKERS = "ingest_markers"
 SCHEMA_MIGRATIONS = "schema_migrations"
 
 # Which topic feeds which table.
@@ -170,12 +169,6 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 monitoring_usd_per_1k_objects Float64, catalogue_version String, loaded_at DateTime64(6)
             ) ENGINE = ReplacingMergeTree(loaded_at)
             ORDER BY location""",
-            f"""CREATE TABLE IF NOT EXISTS {{db}}.{INGEST_MARKERS} (
-                consumer_group String, run_id String, topic LowCardinality(String), partition UInt16,
-                offset UInt64, seen_at DateTime DEFAULT now()
-            ) ENGINE = ReplacingMergeTree
-            ORDER BY (consumer_group, run_id, topic, partition)
-            TTL seen_at + INTERVAL 30 DAY""",
             f"""CREATE TABLE IF NOT EXISTS {{db}}.{EGRESS_PRICES} (
                 src String, dst String, usd_gb Float64, loaded_at DateTime64(6)
             ) ENGINE = ReplacingMergeTree(loaded_at)
