@@ -45,6 +45,7 @@ def run_pipeline(
     size_scale: float = 10_000.0,
     limit: int | None = None,
     run_id: str | None = None,
+    start: float | None = None,
     echo=lambda msg: None,
 ) -> PipelineResult:
     """Run every stage once over `trace` against an already running stack; returns what each stage reported."""
@@ -70,7 +71,8 @@ def run_pipeline(
         return _Timer()
 
     with stage("replay"):
-        opt = ReplayOptions(bucket=bucket, time_scale=time_scale, size_scale=size_scale, source=trace.stem)
+        opt = ReplayOptions(bucket=bucket, time_scale=time_scale, size_scale=size_scale, source=trace.stem,
+                            **({"start": start} if start is not None else {}))
         res.replay = replay(settings, trace, opt, limit=limit, end_run=run_id).as_dict()
     with stage("flow"):
         run_flow(settings, workers=settings.flow.workers, until_run=run_id)
@@ -140,8 +142,13 @@ def demo_cmd(trace: Path, time_scale: float, size_scale: float, limit: int | Non
                f"Kafka :{settings.stack.kafka_port})")
     try:
         stack.up(settings)
+        # Date the replayed trace so that it ends now: the mover and the analytics stamp what they do with the
+        # wall clock, so event time and wall time then share one axis in the report.
+        from dim.traces import read_trace
+
+        span = max(r.time_s for r in read_trace(trace, limit=limit)) * time_scale
         res = run_pipeline(settings, trace, time_scale=time_scale, size_scale=size_scale, limit=limit,
-                           echo=click.echo)
+                           start=time.time() - span, echo=click.echo)
         report_path = _write_report(settings)
     finally:
         if not keep:
