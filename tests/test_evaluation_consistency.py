@@ -19,6 +19,9 @@ import gc
 
 import pytest
 
+# PuLP's first import keeps the importing call stack alive (found with gc.get_referrers); imported lazily by the
+# solver's first solve, it would keep run_solver's producer, and its connection to the stopped broker, alive.
+import solver.milp  # noqa: F401
 from dim.demo import SAMPLE
 from dim.evaluation.ours import plan_cycle
 from dim.kafka import publish_end_markers
@@ -46,9 +49,6 @@ def live(tmp_path_factory):
     settings = scratch_settings(
         root / "stack",
         flow={"recovery_dir": root / "recovery", "workers": 1},
-        # One consume window long enough for the whole candidates topic: the solver plans it as one batch, so
-        # the simulator can plan the same batch at the same `now`.
-        solver={"batch_interval_s": 6.0},
         mover={"journal_dir": root / "journal"},
         clickhouse={"chdb_path": root / "chdb"},
     )
@@ -59,8 +59,12 @@ def live(tmp_path_factory):
         keys = sorted({rec.object for rec in read_trace(SAMPLE, limit=LIMIT)})
         initial = {(BUCKET, k): catalog.get(BUCKET, k)[0] for k in keys}
         run_flow(settings, workers=1, until_run=RUN, recovery=False)
-        plans = run_solver(settings, until_run=RUN)
         candidates = valid_records(settings, topics.CANDIDATES, Candidate, f"{RUN}-read-candidates", RUN)
+        # The solver plans the whole topic as one batch (its consume returns once it holds every candidate and
+        # end marker, well within the window), so the simulator can plan the same batch at the same `now`.
+        whole_topic = len(candidates) + settings.kafka.partitions
+        solver = settings.solver.model_copy(update={"batch_max": whole_topic, "batch_interval_s": 60.0})
+        plans = run_solver(settings.model_copy(update={"solver": solver}), until_run=RUN)
         published = valid_records(settings, topics.PLANS, PlacementPlan, f"{RUN}-read-plans", RUN)
         for t in (topics.MOVE_EVENTS, topics.PLACEMENTS):  # the run is closed on every topic
             publish_end_markers(settings, t, RUN)
