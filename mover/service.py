@@ -21,7 +21,7 @@ from dim.config import Settings
 from mover.executor import MoveExecutor, MoveOutcome
 from mover.journal import MoveJournal
 from mover.s3ops import ReplicaStore
-from schemas import DeadLetter, Move, MoveState, PlacementPlan, topics
+from schemas import DeadLetter, Move, MoveEvent, MoveState, PlacementPlan, topics
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class Summary:
         self.deferred = 0
         self.dead_letters = 0
         self.errors = 0
+        self.dry_run = 0
         self.started = time.monotonic()
 
     def add(self, outcome: MoveOutcome, recovered: bool = False) -> None:
@@ -59,6 +60,7 @@ class Summary:
             "moves_recovered": self.recovered,
             "moves_redelivered": self.redelivered,
             "growing_retries": self.deferred,
+            "moves_dry_run": self.dry_run,
             "bytes_moved": self.bytes_moved,
             "dead_letters": self.dead_letters,
             "errors": self.errors,
@@ -162,7 +164,20 @@ class Mover:
                 moves.append(Move.model_validate_json(m.value() or b""))
             except ValidationError as exc:
                 self.dead_letter(m, f"invalid Move: {exc.errors()[0].get('msg', exc)}"[:500])
-        self.execute(moves)
+        if self.settings.mover.dry_run:
+            self.announce_dry_run(moves)
+        else:
+            self.execute(moves)
+
+    def announce_dry_run(self, moves: list[Move]) -> None:
+        """Dry run: say what would be moved (a `planned` MoveEvent with reason dry_run), touch no store."""
+        for mv in moves:
+            ev = MoveEvent(move_id=mv.move_id, plan_id=mv.plan_id, bucket=mv.bucket, key=mv.key,
+                           state=MoveState.PLANNED, ts=time.time(), bytes=mv.size, reason="dry_run")
+            self.producer.produce(topics.MOVE_EVENTS, key=topics.object_key(mv.bucket, mv.key),
+                                  value=ev.model_dump_json().encode())
+            self.summary.dry_run += 1
+        self.producer.flush(30)
 
     def dead_letter(self, msg, reason: str) -> None:
         raw = (msg.value() or b"")[:4096].decode("utf-8", errors="replace")
@@ -182,9 +197,14 @@ def run_mover(settings: Settings, until_run: str | None = None, idle_timeout_s: 
     """Recover, then consume topics.MOVES (group "mover") until `until_run`'s end markers / idle / stop.
     Returns a summary: moves done/skipped/failed/rolled back, bytes moved, reasons."""
     mover = Mover(settings, on_bytes=on_bytes)
+    dry = settings.mover.dry_run
     try:
-        mover.recover()
-        kafka.drain(settings, settings.mover.group, [topics.MOVES], mover.handle_batch, until_run=until_run,
+        if not dry:  # a dry run changes no store, not even to finish an interrupted move
+            mover.recover()
+        # A dry run reads in a group of its own: committing the real group's offsets would hide the moves from
+        # the real mover.
+        group = f"{settings.mover.group}-dry-run" if dry else settings.mover.group
+        kafka.drain(settings, group, [topics.MOVES], mover.handle_batch, until_run=until_run,
                     idle_timeout_s=idle_timeout_s, max_batch=max(64, settings.mover.concurrency * 8),
                     should_stop=should_stop)
         mover.run_due(wait=not should_stop())  # a bounded run finishes its file_growing retries

@@ -6,7 +6,11 @@ from __future__ import annotations
 import logging
 
 from dim.config import SolverSettings
+from solver.milp import solve_milp  # imported here, not lazily: see below
 from solver.problem import Problem, Solution
+
+# PuLP's first import, when it happens inside a call, keeps that call's whole stack alive (seen with a 4-line
+# script): a lazy import in solve() kept run_solver's Kafka producer from ever closing.
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +25,6 @@ def solve(pb: Problem, settings: SolverSettings, method: str | None = None) -> S
         from solver.lagrangian import solve_lagrangian
 
         return _no_worse_than_keeping(pb, solve_lagrangian(pb))
-    from solver.milp import solve_milp
-
     try:
         sol = solve_milp(pb, settings.milp_backend, settings.milp_time_limit_s, settings.milp_rel_gap)
     except Exception as exc:  # a broken solver binary must not stop the pipeline: try the other one

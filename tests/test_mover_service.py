@@ -62,3 +62,34 @@ def test_move_cli_runs_a_plan_file(stack_settings, tmp_path):
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["moves_done"] == 1 and summary["bytes_moved"] == 4500
     assert PlacementCatalog(settings).get("svc", key)[0].locations == [A, C]
+
+
+def test_dry_run_announces_moves_and_touches_nothing(stack_settings, tmp_path):
+    settings = mover_settings(stack_settings, tmp_path)
+    settings.mover.dry_run = True
+    run = f"dry-{uuid.uuid4().hex[:8]}"
+    items = [("svc", f"dry{i}-{run}", os.urandom(500 + i)) for i in range(3)]
+    seed_objects(settings, items, [A, B])
+    prod = kafka.producer(settings)
+    for i, (b, k, d) in enumerate(items):
+        mv = Move(move_id=f"{run}-{i}", plan_id=run, bucket=b, key=k, size=len(d), from_locations=[A, B],
+                  to_locations=[B, C], expected_version=1)
+        prod.produce(topics.MOVES, key=topics.object_key(b, k), value=mv.model_dump_json().encode())
+    kafka.publish_end_markers(settings, topics.MOVES, run, prod)
+
+    summary = run_mover(settings, until_run=run)
+    # (the dry-run group starts at the beginning of the shared topic: earlier tests' moves are announced too)
+    assert summary["moves_dry_run"] >= 3 and summary["moves_done"] == 0, summary
+    catalog = PlacementCatalog(settings)
+    for b, k, _ in items:
+        placement, _etag = catalog.get(b, k)
+        assert placement.version == 1 and placement.locations == [A, B]
+    kafka.publish_end_markers(settings, topics.MOVE_EVENTS, run)
+    events = [e for e in valid_records(settings, topics.MOVE_EVENTS, MoveEvent, f"t-{run}", run) if e.plan_id == run]
+    assert sorted(e.move_id for e in events) == sorted(f"{run}-{i}" for i in range(3))
+    assert all(e.state.value == "planned" and e.reason == "dry_run" for e in events)
+
+    # The real mover still gets the moves afterwards: the dry run did not consume them for it.
+    settings.mover.dry_run = False
+    summary = run_mover(settings, until_run=run)
+    assert summary["moves_done"] >= 3, summary
