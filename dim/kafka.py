@@ -30,6 +30,16 @@ def producer(settings: Settings, **extra: Any) -> Producer:
     return Producer(conf)
 
 
+def produce(prod: Producer, topic: str, value: bytes, key: bytes | None = None, **kwargs: Any) -> None:
+    """`prod.produce`, waiting for room when librdkafka's local queue is full instead of failing."""
+    while True:
+        try:
+            prod.produce(topic, value=value, key=key, **kwargs)
+            return
+        except BufferError:  # local queue full: let librdkafka deliver some first
+            prod.poll(0.05)
+
+
 def consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
     return Consumer(kafka_consumer_config(settings, group, **extra))
 

@@ -35,7 +35,7 @@ class ReplayOptions:
 
 
 def to_event(rec: TraceRecord, opt: ReplayOptions) -> AccessEvent:
-    size = int(round(rec.size * opt.size_scale))
+    size = round(rec.size * opt.size_scale)
     transferred = size if rec.op in ("GET", "PUT") else 0
     return AccessEvent(
         event_time=opt.start + rec.time_s * opt.time_scale, bucket=opt.bucket, key=rec.object, op=rec.op,
@@ -75,7 +75,7 @@ def create_objects(settings: Settings, records: list[TraceRecord], opt: ReplayOp
         sizes.setdefault(rec.object, rec.size)
     cap = settings.s3.max_object_bytes
     items = [
-        (opt.bucket, key, object_bytes(opt.bucket, key, min(cap, int(round(size * opt.size_scale)))))
+        (opt.bucket, key, object_bytes(opt.bucket, key, min(cap, round(size * opt.size_scale))))
         for key, size in sizes.items()
     ]
     placements = seed_objects(settings, items, settings.solver.initial_locations)
@@ -87,17 +87,11 @@ def create_objects(settings: Settings, records: list[TraceRecord], opt: ReplayOp
 def _publish_placements(settings: Settings, placements) -> None:
     """Announce each object's initial placement on the placements topic, so analytics (and the API's /objects)
     know every object from the start, not only those the mover has touched."""
-    from dim.kafka import producer
+    from dim.kafka import produce, producer
 
     prod = producer(settings)
     for p in placements:
-        while True:
-            try:
-                prod.produce(topics.PLACEMENTS, key=topics.object_key(p.bucket, p.key),
-                             value=p.model_dump_json().encode())
-                break
-            except BufferError:
-                prod.poll(0.05)
+        produce(prod, topics.PLACEMENTS, p.model_dump_json().encode(), topics.object_key(p.bucket, p.key))
     if prod.flush(60):
         raise click.ClickException("initial placements were not all delivered to the placements topic")
 
@@ -112,7 +106,7 @@ def publish(
     total: int | None = None,
 ) -> ReplaySummary:
     """Publish records as AccessEvents (at `speed` events/s, or as fast as possible), then the run's end markers."""
-    from dim.kafka import producer, publish_end_markers
+    from dim.kafka import produce, producer, publish_end_markers
 
     summary = ReplaySummary()
     prod = producer(settings)
@@ -132,13 +126,8 @@ def publish(
     t0 = time.monotonic()
     for i, rec in enumerate(records, start=1):
         ev = to_event(rec, opt)
-        while True:
-            try:
-                prod.produce(topics.ACCESS, key=topics.object_key(ev.bucket, ev.key),
-                             value=ev.model_dump_json().encode(), on_delivery=delivered)
-                break
-            except BufferError:  # local queue full: let the broker catch up
-                prod.poll(0.05)
+        produce(prod, topics.ACCESS, ev.model_dump_json().encode(), topics.object_key(ev.bucket, ev.key),
+                on_delivery=delivered)
         if summary.first_event_time is None:
             summary.first_event_time = ev.event_time
         summary.last_event_time = ev.event_time

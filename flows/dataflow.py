@@ -30,7 +30,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from dim.config import Settings, kafka_consumer_config
-from dim.kafka import END_MARKER_HEADER, partitions_of, producer
+from dim.kafka import END_MARKER_HEADER, partitions_of, produce, producer
 from flows.parse import parse_access
 from flows.shard import FlowParams, ShardState
 from schemas import Candidate, DeadLetter, ObjectHeat, topics
@@ -191,12 +191,7 @@ class _KafkaRecordPartition(StatefulSinkPartition):
         prod = self._producer
         for records in items:
             for topic, key, value in records:
-                while True:
-                    try:
-                        prod.produce(topic, value=value, key=key)
-                        break
-                    except BufferError:  # local queue full: let librdkafka deliver some first
-                        prod.poll(0.05)
+                produce(prod, topic, value, key)
         prod.poll(0)
 
     def _flush(self) -> None:

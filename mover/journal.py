@@ -24,6 +24,7 @@ from typing import Self
 
 from pydantic import ValidationError
 
+from dim import kafka
 from dim.config import Settings
 from schemas import TERMINAL_MOVE_STATES, Move, MoveEvent, topics
 
@@ -123,12 +124,7 @@ class MoveJournal:
             return
         payload = event.model_dump_json().encode()
         key = topics.object_key(event.bucket, event.key)
-        while True:
-            try:
-                self.producer.produce(topics.MOVE_EVENTS, value=payload, key=key)
-                break
-            except BufferError:  # local queue full: let it drain
-                self.producer.poll(0.1)
+        kafka.produce(self.producer, topics.MOVE_EVENTS, payload, key)
         self.producer.poll(0)
 
     def entry(self, move_id: str) -> JournalEntry | None:
