@@ -3,8 +3,9 @@
 up → replay the shipped trace sample (objects created for real) → flow (heat, p_hot, candidates) → solver (plans)
 → mover (copy, verify, commit, delete) → ingestion into ClickHouse (chDB) → summary (+ HTML report) → down.
 
-Each stage runs bounded: it stops at the run's end markers (see dim/kafka.py), and the orchestrator appends the
-markers to a stage's output topics once that stage has finished, so the next stage knows when it has seen all.
+Each stage runs bounded: it stops at the run's end markers (see dim/kafka.py). The flow and the solver append the
+markers to their output topics when they finish; the orchestrator does it for the mover's outputs, so the next
+stage knows when it has seen all.
 """
 
 from __future__ import annotations
@@ -75,13 +76,9 @@ def run_pipeline(
                             **({"start": start} if start is not None else {}))
         res.replay = replay(settings, trace, opt, limit=limit, end_run=run_id).as_dict()
     with stage("flow"):
-        run_flow(settings, workers=settings.flow.workers, until_run=run_id)
-        for t in (topics.CANDIDATES, topics.HEAT, topics.DEAD_LETTERS):
-            publish_end_markers(settings, t, run_id)
+        run_flow(settings, workers=settings.flow.workers, until_run=run_id)  # closes its outputs itself
     with stage("solver"):
-        plans = run_solver(settings, until_run=run_id)
-        for t in (topics.PLANS, topics.MOVES):
-            publish_end_markers(settings, t, run_id)
+        plans = run_solver(settings, until_run=run_id)  # closes the plans and moves topics itself
         res.solver = {
             "plans": len(plans),
             "moves": sum(len(p.moves) for p in plans),
