@@ -147,6 +147,8 @@ class PlacementPlan(_Contract):
     plan_id: str
     created_at: float
     method: str = Field(description="milp-highs, milp-cbc, lagrangian, ...")
+    # Optional so plans written before it existed still parse: which price catalogue the costs come from.
+    catalogue_version: str | None = Field(default=None, description="solver/catalogue.toml version used")
     candidates: int = Field(ge=0)
     objective_usd: float
     lower_bound_usd: float | None = None
