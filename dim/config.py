@@ -153,6 +153,9 @@ class MoverSettings(BaseModel):
     backoff_base_s: float = 0.2
     backoff_max_s: float = 10.0
     concurrency: int = 8
+    # Moves of objects up to part_size (one GET + one PUT each) wait on request latency, not on bandwidth or
+    # buffers: this many run at once (larger moves stay limited to `concurrency`; endpoint limits still apply).
+    small_concurrency: int = 24
     part_size: int = 8 * 1024 * 1024
     journal_dir: Path | None = None  # default: <stack.data_dir>/journal
     dry_run: bool = False

@@ -4,6 +4,13 @@ delete the dropped replicas. The order of steps comes from mover.protocol; this 
 Guarantees (see docs/mover.md): the catalog only ever names verified replicas; a replica is deleted only when
 the catalog (re-read) does not name it; every step is journaled before the next one starts, so a restart can
 resume or roll back (`recover`).
+
+Durability points: every step's line is written to the journal file before the next step (a SIGKILL loses
+nothing the kernel was given). The journal is fsync'd (group commit, shared by concurrent moves) at the two
+points where a crash of the machine would otherwise leave something recovery could not find: before the first
+write to a target location (so an unnamed replica or open upload is always known) and before the catalog
+commit. After the commit, the catalog itself is the durable record (`protocol.commit_happened`), so the
+`committed`/`deleted` lines are fsync'd with the batch (`Mover.execute`) before Kafka offsets are committed.
 """
 
 from __future__ import annotations
@@ -118,7 +125,7 @@ class MoveExecutor:
         protocol.check_transition(previous, state)
         ev = MoveEvent(move_id=move.move_id, plan_id=move.plan_id, bucket=move.bucket, key=move.key, state=state,
                        ts=self.clock(), location=location, bytes=nbytes, sha256=sha256, reason=reason)
-        self.journal.append(ev, move=move if with_move else None, base_version=base_version)
+        self.journal.append(ev, move=move if with_move else None, base_version=base_version, sync=False)
         if self.after_event is not None:
             self.after_event(ev)
         return ev
@@ -203,6 +210,7 @@ class MoveExecutor:
                 raise SourceChanged(reason.removeprefix("file_growing: "))
 
         self._record(move, S.COPYING, location=target)
+        self.journal.sync()  # durable before the first write to the target
         result = self.store.copy_small(src.location, target, rkey, src.etag, src.sha256, admit,
                                        progress=self._progress(move, target))
         with self._lock:
@@ -243,6 +251,7 @@ class MoveExecutor:
         src, before = self._expected_source(move, current, target)
         sha = src.sha256 or before.sha256
         self._record(move, S.COPYING, location=target)
+        self.journal.sync()  # durable before the first write to the target
         result = self.store.copy(src.location, target, rkey, before, sha, progress=self._progress(move, target))
         after = self.store.head(src.location, rkey)
         if after is None or self._view(after) != self._view(before):
@@ -315,6 +324,7 @@ class MoveExecutor:
             if problem is not None:
                 raise _Stop(self._end(move, problem[0], problem[1]))
             new = protocol.committed_placement(move, current, new_replicas, self.clock())
+            self.journal.sync()  # the verified replicas and the base version are durable before the commit
             try:
                 self.catalog.compare_and_set(new, etag)
             except CatalogConflict:

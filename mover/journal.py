@@ -1,7 +1,10 @@
 """MoveJournal: the mover's durable, local, append-only record of every move step.
 
-One JSON line per step, written and fsync'd *before* the mover acts on it being recorded, in
-`<journal_dir>/moves-<instance>.jsonl`. The file is locked (flock) by the one mover process that owns it, so two
+One JSON line per step, written (`os.write`, so it survives a SIGKILL of the process at once) before the mover
+acts on it being recorded, in `<journal_dir>/moves-<instance>.jsonl`. Lines are made durable against a crash of
+the machine by `sync()` (group commit: one fsync for every line written so far, shared by concurrent moves),
+which the executor calls before each step that changes a store in a way recovery must know about: before the
+first write to a target location and before the catalog commit (see mover/executor.py). The file is locked (flock) by the one mover process that owns it, so two
 movers never recover each other's moves. Each step is also published to the move-events topic (key = object
 key) for the analytics side; the journal, not the topic, is what recovery trusts.
 
@@ -90,8 +93,9 @@ class MoveJournal:
         return entries
 
     def append(self, event: MoveEvent, move: Move | None = None, base_version: int | None = None,
-               durable: bool = True) -> None:
-        """Record one step durably, then publish it. `durable=False` is for progress reports only."""
+               durable: bool = True, sync: bool = True) -> None:
+        """Record one step, then publish it. `durable=False` (progress reports only) skips the file; `sync=False`
+        writes the line but leaves the fsync to the next `sync()` (the caller's next durability point)."""
         line = json.dumps({"event": event.model_dump(mode="json"),
                            "move": move.model_dump(mode="json") if move else None,
                            "base_version": base_version}, separators=(",", ":")) + "\n"
@@ -104,9 +108,16 @@ class MoveJournal:
                 if move is not None:
                     entry.move, entry.base_version = move, base_version
                 entry.events.append(event)
-            if self.fsync:
+            if sync and self.fsync:
                 self._sync(mine)
         self.publish(event)
+
+    def sync(self) -> None:
+        """Make every line written so far durable (no-op when they already are, or fsync is off)."""
+        if self.fsync:
+            with self._lock:
+                upto = self._written
+            self._sync(upto)
 
     def _sync(self, upto: int) -> None:
         """Group commit: one fsync makes every line written before it durable, so threads that wrote while
@@ -165,6 +176,8 @@ class MoveJournal:
             return dropped
 
     def close(self) -> None:
+        if self._fd >= 0:
+            self.sync()
         if self.producer is not None:
             self.producer.flush(30)
         with self._sync_lock, self._lock:

@@ -9,6 +9,7 @@ object in order. Offsets are committed only after the batch was executed and its
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -84,16 +85,26 @@ class Mover:
         self.journal = MoveJournal(settings, producer=self.producer)
         self.executor = MoveExecutor(settings, self.journal, self.store, producer=self.producer,
                                      on_bytes=on_bytes, after_event=after_event)
-        self.pool = ThreadPoolExecutor(max(1, settings.mover.concurrency))
+        m = settings.mover
+        self.pool = ThreadPoolExecutor(max(1, m.concurrency, m.small_concurrency))
+        # Moves that stream parts (bigger than one part) are limited to `concurrency` at a time.
+        self.large_slots = threading.BoundedSemaphore(max(1, m.concurrency))
         self.summary = Summary()
         self.deferred: list[tuple[float, Move]] = []  # (due, move): file_growing moves to try again
 
     def recover(self) -> None:
         for outcome in self.executor.recover():
             self.summary.add(outcome, recovered=True)
+        self.journal.sync()
         self.journal.compact(self.settings.mover.journal_keep_finished_s)
 
     def _execute_in_order(self, moves: list[Move]) -> list[MoveOutcome]:
+        if any(mv.size > self.store.part_size for mv in moves):
+            with self.large_slots:
+                return self._execute_each(moves)
+        return self._execute_each(moves)
+
+    def _execute_each(self, moves: list[Move]) -> list[MoveOutcome]:
         out = []
         for move in moves:
             try:
@@ -118,6 +129,7 @@ class Mover:
         for o in outcomes:
             self.summary.add(o)
         self._defer_growing(moves, outcomes)
+        self.journal.sync()  # the batch's end states are durable before its offsets can be committed
         self.producer.flush(30)
         return outcomes
 
@@ -205,7 +217,7 @@ def run_mover(settings: Settings, until_run: str | None = None, idle_timeout_s: 
         # the real mover.
         group = f"{settings.mover.group}-dry-run" if dry else settings.mover.group
         kafka.drain(settings, group, [topics.MOVES], mover.handle_batch, until_run=until_run,
-                    idle_timeout_s=idle_timeout_s, max_batch=max(64, settings.mover.concurrency * 8),
+                    idle_timeout_s=idle_timeout_s, max_batch=max(64, settings.mover.concurrency * 8, settings.mover.small_concurrency * 4),
                     should_stop=should_stop)
         mover.run_due(wait=not should_stop())  # a bounded run finishes its file_growing retries
         return mover.summary.as_dict(mover.store)
