@@ -34,32 +34,34 @@ def _keys(labels: tuple[str, ...]):
 def object_features(params: HeatParams, rec: HeatState, at: float, read_heat: list[float] | None = None,
                     write_heat: list[float] | None = None) -> dict[str, float]:
     """The features of `rec` at event time `at` (pass its heats at `at` if already computed)."""
-    rh = read_heat if read_heat is not None else rec.read_heat(params, at)
-    wh = write_heat if write_heat is not None else rec.write_heat(params, at)
+    if read_heat is None or write_heat is None:
+        read_heat, write_heat = rec.heats(params, at)
+    rh = read_heat
     read_keys, write_keys, ratio_keys = _keys(params.labels)
     log1p = math.log1p
-    x: dict[str, float] = {}
-    for k, r in zip(read_keys, rh):
-        x[k] = log1p(r)
-    for k, w in zip(write_keys, wh):
-        x[k] = log1p(w)
+    # Built with C-level zip/map: this runs for every evaluation (most events), so Python-level loops show.
+    x: dict[str, float] = dict(zip(read_keys, map(log1p, rh)))
+    x.update(zip(write_keys, map(log1p, write_heat)))
     # Ratios between consecutive half-lives: > 1 means accelerating, < 1 fading.
-    for i, k in enumerate(ratio_keys):
+    i = 0
+    for k in ratio_keys:
         x[k] = (rh[i] + EPS) / (rh[i + 1] + EPS)
+        i += 1
     x["log_size"] = log1p(rec.size)
-    first = min(rec.first_seen, at)
+    first = rec.first_seen if rec.first_seen < at else at
     last = rec.last_access if rec.last_access > -math.inf else at
-    x["log_age_s"] = log1p(max(0.0, at - first))
-    x["log_idle_s"] = log1p(max(0.0, at - last))
+    x["log_age_s"] = log1p(at - first)
+    x["log_idle_s"] = log1p(at - last if at > last else 0.0)
     day_phase = TWO_PI * (at % DAY) / DAY
     week_phase = TWO_PI * (((at / DAY) + EPOCH_WEEKDAY) % 7.0) / 7.0
     x["hour_sin"] = math.sin(day_phase)
     x["hour_cos"] = math.cos(day_phase)
     x["dow_sin"] = math.sin(week_phase)
     x["dow_cos"] = math.cos(week_phase)
-    total = rec.reads + rec.writes
+    reads = rec.reads
+    total = reads + rec.writes
     x["write_share"] = rec.writes / total if total else 0.0
-    x["log_reads"] = log1p(rec.reads)
+    x["log_reads"] = log1p(reads)
     return x
 
 

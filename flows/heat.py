@@ -134,28 +134,37 @@ class HeatState:
 
     def add(self, params: HeatParams, t: float, op: str, nbytes: int, object_size: int) -> bool:
         """Account one access at event time `t`; op is "GET", "HEAD", "PUT" or "DELETE".
-        Returns True if the event was late (still counted)."""
+        Returns True if the event was late (still counted). The hot path of the flow: one call per event."""
         late = t < self.max_seen - params.allowed_lateness_s
         if late:
             self.late_events += 1
-        self.max_seen = max(self.max_seen, t)
-        self._rebase_for(params, t)
-        self.first_seen = min(self.first_seen, t)
-        self.last_access = max(self.last_access, t)
+        elif t > self.max_seen:
+            self.max_seen = t
+        ref = self.ref
+        # Rebase only when `t` may be in a later rebase period; inside the current one new_ref == ref (the margin
+        # keeps floor(t / rebase) exact at the period's end, so this is the same test as _rebase_for's).
+        if ref is None or t - ref >= params.rebase_s * 0.999999:
+            self._rebase_for(params, t)
+        if t < self.first_seen:
+            self.first_seen = t
+        if t > self.last_access:
+            self.last_access = t
         if op == "GET":
             self.reads += 1
             self.bytes_read += nbytes
             sums = self.read_sums
         elif op == "PUT":
             self.writes += 1
-            self.last_write = max(self.last_write, t)
+            if t > self.last_write:
+                self.last_write = t
             sums = self.write_sums
         elif op == "HEAD":
             self.heads += 1
             sums = None
         elif op == "DELETE":
             self.deletes += 1
-            self.last_delete = max(self.last_delete, t)
+            if t > self.last_delete:
+                self.last_delete = t
             return late
         else:
             raise ValueError(f"unknown op {op!r}")
@@ -165,8 +174,11 @@ class HeatState:
             self.size_time = t
         if sums is not None:
             dt = t - self.ref
-            for i, lam in enumerate(params.lambdas):
-                sums[i] += math.exp(lam * dt)
+            exp = math.exp
+            i = 0
+            for lam in params.lambdas:
+                sums[i] += exp(lam * dt)
+                i += 1
         return late
 
     def _rebase_for(self, params: HeatParams, t: float) -> None:
@@ -196,6 +208,20 @@ class HeatState:
 
     def write_heat(self, params: HeatParams, at: float) -> list[float]:
         return self._heat(params, self.write_sums, at)
+
+    def heats(self, params: HeatParams, at: float) -> tuple[list[float], list[float]]:
+        """(read_heat, write_heat) at `at`, equal to the two calls above but one exp per half-life for both, and
+        none for an object never written (most objects of a read-heavy workload)."""
+        n = len(params.lambdas)
+        if self.ref is None:
+            return [0.0] * n, [0.0] * n
+        dt = at - self.ref
+        exp = math.exp
+        decay = [exp(-lam * dt) for lam in params.lambdas]
+        rs, ws = self.read_sums, self.write_sums
+        rh = [s * d if s else 0.0 for s, d in zip(rs, decay)]
+        wh = [s * d if s else 0.0 for s, d in zip(ws, decay)] if self.writes else [0.0] * n
+        return rh, wh
 
     def growing(self, params: HeatParams, at: float) -> bool:
         """A write within the growing window before `at`: the object may still be changing."""

@@ -64,6 +64,11 @@ class DelayedLabels:
                 if not entries:
                     del self._by_key[key]
 
+    def due(self, watermark: float) -> bool:
+        """Is any prediction's horizon over at `watermark`?"""
+        heap = self._heap
+        return bool(heap) and heap[0][0] <= watermark
+
     def pop_due(self, watermark: float) -> list[Labelled]:
         """Predictions whose horizon ended at or before `watermark`, labelled, oldest first."""
         out: list[Labelled] = []

@@ -45,6 +45,8 @@ class RiverPredictor:
         self.labels.on_read(key, t)
 
     def advance(self, watermark: float) -> None:
+        if not self.labels.due(watermark):  # the common case, once per event: keep it cheap
+            return
         for lab in self.labels.pop_due(watermark):
             self.model.learn(lab.x, lab.y)
             self.labels_learned += 1

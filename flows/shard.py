@@ -116,19 +116,24 @@ class ShardState:
 
     # -- input --------------------------------------------------------------------------------------------
     def on_event(self, key: str, t: float, op: str, nbytes: int, object_size: int, out: list) -> None:
-        """Account one valid access of object `key` ("bucket/key"); append emitted records to `out`."""
+        """Account one valid access of object `key` ("bucket/key"); append emitted records to `out`.
+        The flow's hot path (once per event): bookkeeping is inlined, the clock-driven work below runs only when
+        the shard clock moved (it depends on the clock alone, so skipping it otherwise changes nothing)."""
         p = self.params
         rec = self.objects.get(key)
         if rec is None:
             rec = self.objects[key] = ObjectRecord(p.heat)
-        was_gone, was_seen = rec.gone, rec.seen
+            was_gone = was_seen = False
+        else:
+            was_gone, was_seen = rec.gone, rec.seen
         if rec.add(p.heat, t, op, nbytes, object_size):
             self.late_events += 1
         self.events += 1
         self.dirty.add(key)
         if op == "GET":
             self.predictor.on_read(key, t)
-        if t > self.clock:
+        clock_moved = t > self.clock
+        if clock_moved:
             if self.clock == -math.inf:
                 self.next_sweep_at = _next_multiple(t, p.sweep_interval_s)
                 self.next_heat_at = _next_multiple(t, p.heat_interval_s)
@@ -146,19 +151,22 @@ class ShardState:
             elif not rec.eval_due:
                 rec.eval_due = True
                 heapq.heappush(self.due, (rec.next_eval, key))
+                clock_moved = True  # the new entry may already be due
 
-        due = self.due
-        while due and due[0][0] <= self.clock:
-            _, k = heapq.heappop(due)
-            r = self.objects[k]
-            if r.eval_due and not r.gone:
-                self._consider(k, r, self.clock, out)
-            r.eval_due = False
-        if self.clock >= self.next_sweep_at:
-            self._sweep(out)
-        if self.clock >= self.next_heat_at:
-            self._heat_snapshots(self.clock, out)
-            self.next_heat_at = _next_multiple(self.clock, p.heat_interval_s)
+        if clock_moved:
+            due = self.due
+            while due and due[0][0] <= self.clock:
+                _, k = heapq.heappop(due)
+                r = self.objects[k]
+                if r.eval_due and not r.gone:
+                    self._consider(k, r, self.clock, out)
+                r.eval_due = False
+            if self.clock >= self.next_sweep_at:
+                self._sweep(out)
+            if self.clock >= self.next_heat_at:
+                self._heat_snapshots(self.clock, out)
+                self.next_heat_at = _next_multiple(self.clock, p.heat_interval_s)
+        # Always: a late event's prediction may be due at once.
         self.predictor.advance(self.clock - p.heat.allowed_lateness_s)
 
     def finish(self, out: list) -> None:
@@ -174,7 +182,7 @@ class ShardState:
     def _evaluate(self, key: str, rec: ObjectRecord, at: float) -> tuple[float, float, list[float], list[float]]:
         """p_hot, expected reads and the read/write heat of `rec` at `at` (computed once, used by all)."""
         p, h = self.params, self.params.heat
-        rh, wh = rec.read_heat(h, at), rec.write_heat(h, at)
+        rh, wh = rec.heats(h, at)
         mu = expected_reads(h, rec, at, p.horizon_s, rh)
         rec.p_hot = self.predictor.on_evaluate(self, key, rec, at, mu, rh, wh)
         rec.next_eval = at + p.eval_interval_s
@@ -227,13 +235,14 @@ class ShardState:
         for key in sorted(self.dirty):
             rec = self.objects[key]
             bucket, obj = split_object_key(key)
+            rh, wh = rec.heats(h, at)
             out.append(
                 ObjectHeat(
                     bucket=bucket,
                     key=obj,
                     as_of=at,
-                    read_heat=heat_dict(h, rec.read_heat(h, at)),
-                    write_heat=heat_dict(h, rec.write_heat(h, at)),
+                    read_heat=heat_dict(h, rh),
+                    write_heat=heat_dict(h, wh),
                     reads=rec.reads,
                     writes=rec.writes,
                     bytes_read=rec.bytes_read,

@@ -64,6 +64,15 @@ def test_heat_is_the_decayed_count(events):
         assert close(s.write_heat(P, at)[i], reference_heat(events, "PUT", at, h), 1e-9)
 
 
+@settings(max_examples=100, deadline=None)
+@given(events_strategy, st.floats(min_value=0, max_value=40 * 86400))
+def test_the_flows_combined_heat_query_equals_the_separate_ones(events, query_offset):
+    s = build(events)
+    at = T0 + max(t for t, _, _ in events) + query_offset
+    assert s.heats(P, at) == (s.read_heat(P, at), s.write_heat(P, at))  # exactly: the flow serves these
+    assert HeatState(P).heats(P, at) == ([0.0] * 3, [0.0] * 3)
+
+
 def test_idle_objects_cool_without_new_events():
     s = build([(0.0, "GET", 10)] * 8)
     now = s.read_heat(P, T0)
