@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 DEFAULT_PATH = Path(__file__).with_name("catalogue.toml")
@@ -85,21 +85,29 @@ class Catalogue:
     def __hash__(self) -> int:  # frozen dataclass with dict fields: identity is the version + ids
         return hash((self.version, self.ids))
 
-    @property
+    @cached_property
     def ids(self) -> tuple[str, ...]:
         return tuple(loc.id for loc in self.locations)
 
+    @cached_property
+    def _position(self) -> dict[str, int]:
+        # looked up once per replica of every planned object: a dict, not a scan of the locations
+        return {lid: i for i, lid in enumerate(self.ids)}
+
     def index(self, location_id: str) -> int:
-        return self.ids.index(location_id)
+        try:
+            return self._position[location_id]
+        except KeyError:
+            raise ValueError(f"unknown location {location_id!r}") from None
 
     def has(self, location_id: str) -> bool:
-        return location_id in self.ids
+        return location_id in self._position
 
     def location(self, location_id: str) -> Location:
-        for loc in self.locations:
-            if loc.id == location_id:
-                return loc
-        raise KeyError(f"unknown location {location_id!r}")
+        i = self._position.get(location_id)
+        if i is None:
+            raise KeyError(f"unknown location {location_id!r}")
+        return self.locations[i]
 
     def egress_usd_gb(self, src: str, dst: str) -> float:
         """$/GB to copy from location `src` to location `dst` (0 within one provider region)."""

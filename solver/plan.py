@@ -132,7 +132,7 @@ def plan_with_details(
         log.info("solver skipped %d candidates: %s", count, reason)
     plan_id = _plan_id(catalogue.version, now, [(c.bucket, c.key, c.as_of) for c, *_ in rows])
     if not rows:
-        return PlanResult(_empty_plan(plan_id, now, len(candidates)), skipped)
+        return PlanResult(_empty_plan(plan_id, catalogue.version, now, len(candidates)), skipped)
 
     pb = _problem(rows, la, params, settings, catalogue, now)
     sol = solve(pb, settings)
@@ -144,7 +144,7 @@ def plan_with_details(
         rows = [r for r, f in zip(rows, forced) if not f]
         if not rows:
             return PlanResult(
-                _empty_plan(plan_id, now, len(candidates), method=sol.method),
+                _empty_plan(plan_id, catalogue.version, now, len(candidates), method=sol.method),
                 skipped,
                 sol,
                 pb,
@@ -156,7 +156,7 @@ def plan_with_details(
         skipped["infeasible_batch"] += len(rows)
         log.warning("solver found no feasible plan for %d objects (%s)", len(rows), sol.status)
         return PlanResult(
-            _empty_plan(plan_id, now, len(candidates), method=sol.method),
+            _empty_plan(plan_id, catalogue.version, now, len(candidates), method=sol.method),
             skipped,
             sol,
             pb,
@@ -167,14 +167,17 @@ def plan_with_details(
     month = 30.0 / params.horizon_days
     horizon_before = _horizon_costs(pb, pb.current)
     horizon_after = _horizon_costs(pb, sol.chosen)
+    # per-object figures for the whole batch at once (one pass over the arrays, not one per move)
+    savings = horizon_before - horizon_after
+    transitions = (pb.transition_linear * sol.chosen).sum(axis=1) + pb.const
+    changed = np.flatnonzero((sol.chosen != pb.current).any(axis=1))
     moves: list[Move] = []
-    for i, (c, placement, rf, _, _) in enumerate(rows):
-        if (sol.chosen[i] == pb.current[i]).all():
-            continue
+    for i in changed.tolist():
+        c, placement, rf, _, _ = rows[i]
         from_ids = placement.locations
         to_ids = _ordered(from_ids, [la.ids[l] for l in np.flatnonzero(sol.chosen[i])])
-        saving = float(horizon_before[i] - horizon_after[i])
-        trans = float(pb.transition_linear[i] @ sol.chosen[i] + pb.const[i])
+        saving = float(savings[i])
+        trans = float(transitions[i])
         reason = _reason(c, now, catalogue, from_ids, to_ids, saving * month, trans, keep[i], rf, params)
         moves.append(
             Move(
@@ -195,6 +198,7 @@ def plan_with_details(
         plan_id=plan_id,
         created_at=now,
         method=sol.method,
+        catalogue_version=catalogue.version,
         candidates=len(candidates),
         objective_usd=sol.objective,
         lower_bound_usd=sol.lower_bound,
@@ -306,7 +310,15 @@ def _plan_id(version: str, now: float, keys: list) -> str:
     return f"plan-{int(now)}-{digest}"
 
 
-def _empty_plan(plan_id: str, now: float, candidates: int, method: str = "none") -> PlacementPlan:
+def _empty_plan(
+    plan_id: str, version: str, now: float, candidates: int, method: str = "none"
+) -> PlacementPlan:
     return PlacementPlan(
-        plan_id=plan_id, created_at=now, method=method, candidates=candidates, objective_usd=0.0, moves=[]
+        plan_id=plan_id,
+        created_at=now,
+        method=method,
+        catalogue_version=version,
+        candidates=candidates,
+        objective_usd=0.0,
+        moves=[],
     )

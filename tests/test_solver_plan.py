@@ -254,3 +254,41 @@ def test_move_budget_in_dollars(milp_max):
     plan = plan_placements(cands, current, CAT, tight, NOW)
     assert 0 < len(plan.moves) < 5
     assert sum(m.transition_cost_usd for m in plan.moves) <= spent / 3 + 1e-9
+
+
+@pytest.mark.parametrize("milp_max", [0, 1000])
+def test_every_plan_names_its_catalogue_version(milp_max):
+    s = SolverSettings(milp_max_objects=milp_max)
+    c = cand("versioned")
+    plan = plan_placements([c], {("b", "versioned"): placed(c, s.initial_locations)}, CAT, s, NOW)
+    assert plan.moves and plan.catalogue_version == CAT.version
+    # also the empty plan of a batch where nothing can be planned
+    empty = plan_placements([cand("nowhere")], {}, CAT, s, NOW)
+    assert empty.moves == [] and empty.catalogue_version == CAT.version
+
+
+def _mixed_batch(n):
+    s = SolverSettings(milp_max_objects=0)
+    cands = [
+        cand(f"m{i}", size=(i % 7 + 1) * GIB // 4, reads=[0.0, 0.3, 5.0][i % 3], idle_days=i % 300)
+        for i in range(n)
+    ]
+    current = {
+        ("b", c.key): placed(c, s.initial_locations, age_days=(37 * i) % 200) for i, c in enumerate(cands)
+    }
+    return s, cands, current
+
+
+def test_moves_do_not_depend_on_the_batch_they_are_planned_in():
+    # Without coupling constraints each object's move is its own optimum: planning 30 objects alone or inside a
+    # batch of 300 must give the same move, saving and transition cost (the per-move figures come from one pass
+    # over the batch's arrays, so nothing may leak between rows).
+    s, cands, current = _mixed_batch(300)
+    big = {m.key: m for m in plan_placements(cands, current, CAT, s, NOW).moves}
+    small = {m.key: m for m in plan_placements(cands[:30], current, CAT, s, NOW).moves}
+    assert small and set(small) == {k for k in big if int(k[1:]) < 30}
+    for key, m in small.items():
+        b = big[key]
+        assert (m.to_locations, m.reason) == (b.to_locations, b.reason)
+        assert m.expected_saving_usd == pytest.approx(b.expected_saving_usd, rel=1e-12)
+        assert m.transition_cost_usd == pytest.approx(b.transition_cost_usd, rel=1e-12)
