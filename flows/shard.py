@@ -232,17 +232,18 @@ class ShardState:
 
     def _heat_snapshots(self, at: float, out: list) -> None:
         h = self.params.heat
+        labels, objects, append = h.labels, self.objects, out.append
         for key in sorted(self.dirty):
-            rec = self.objects[key]
-            bucket, obj = split_object_key(key)
+            rec = objects[key]
+            bucket, _, obj = key.partition("/")  # split_object_key, inlined: one snapshot per touched object
             rh, wh = rec.heats(h, at)
-            out.append(
+            append(
                 ObjectHeat(
                     bucket=bucket,
                     key=obj,
                     as_of=at,
-                    read_heat=heat_dict(h, rh),
-                    write_heat=heat_dict(h, wh),
+                    read_heat=dict(zip(labels, rh)),
+                    write_heat=dict(zip(labels, wh)),
                     reads=rec.reads,
                     writes=rec.writes,
                     bytes_read=rec.bytes_read,
