@@ -108,9 +108,10 @@ def groups(pb: Problem) -> dict[tuple[int, int], np.ndarray]:
     return groups
 
 
-def full_pass(pb: Problem, tb: Tables, mu: np.ndarray, top: int = 0):
+def full_pass(pb: Problem, tb: Tables, mu: np.ndarray, top: int = 0, pairs: bool = True):
     """Relaxed min over every feasible set of every object at prices mu. Returns (relaxed min per object incl.
-    its constant, argmin locations (N, R) padded with L, top-`top` sets per object (N, top, R) or None)."""
+    its constant, argmin locations (N, R) padded with L, top-`top` sets per object (N, top, R) or None).
+    Pairs (rf 2) take a shortcut when no top list is asked for (`pairs=False` forces the plain enumeration)."""
     N, L = pb.n, pb.n_locations
     R = int(pb.rf.max()) if N else 1
     best_val = np.full(N, np.inf)
@@ -132,6 +133,13 @@ def full_pass(pb: Problem, tb: Tables, mu: np.ndarray, top: int = 0):
             for j, m in enumerate(mu):
                 if m:
                     adj += m * tb.weight[j][:, idx]
+            if rf == 2 and not top and pairs:
+                val2, locs2 = _best_pairs(
+                    adj[:L], tb.serve[:L, idx], tb.allowed[:L, idx], pb.la.provider_of, mpp
+                )
+                best_val[idx] = val2 + tb.const[idx]
+                best_locs[idx, :2] = locs2
+                continue
             serve, allowed = tb.serve[:, idx], tb.allowed[:, idx]
             val = adj[sets[:, 0]]
             best_serve = serve[sets[:, 0]]
@@ -157,6 +165,50 @@ def full_pass(pb: Problem, tb: Tables, mu: np.ndarray, top: int = 0):
                 chosen[~np.isfinite(val[part, cols[None, :]].T)] = L
                 tops[idx, :t, :rf] = chosen
     return best_val, best_locs, tops
+
+
+def _best_pairs(adj, serve, allowed, provider_of, mpp):
+    """Cheapest pair of every object without enumerating the pairs. A pair's cost is adj_l + adj_m +
+    min(serve_l, serve_m) = min over its serving replica s of (adj_s + serve_s + adj_other); so the cheapest pair
+    is the best over serving locations s of adj_s + serve_s + the cheapest partner allowed next to s (another
+    provider when at most one replica per provider, any other location otherwise): O(L) per object instead of
+    O(pairs). adj, serve, allowed: (L, n). Returns (value (n,), sorted locations (n, 2))."""
+    L, n = adj.shape
+    cols = np.arange(n)
+    adj = np.where(allowed, adj, np.inf)
+    if mpp >= 2:  # partner: the best location other than s
+        first = adj.argmin(axis=0)
+        a1 = adj[first, cols]
+        adj[first, cols] = np.inf
+        second = adj.argmin(axis=0)
+        a2 = adj[second, cols]
+        adj[first, cols] = a1
+        is_first = np.arange(L)[:, None] == first[None, :]
+        partner = np.where(is_first, a2[None, :], a1[None, :])
+        partner_loc = np.where(is_first, second[None, :], first[None, :])
+    else:  # partner: the best location of the best provider other than s's
+        P = int(provider_of.max()) + 1
+        best_of = np.empty((P, n))
+        arg_of = np.empty((P, n), dtype=np.int64)
+        for p in range(P):
+            locs_p = np.flatnonzero(provider_of == p)
+            k = adj[locs_p].argmin(axis=0)
+            arg_of[p] = locs_p[k]
+            best_of[p] = adj[arg_of[p], cols]
+        p1 = best_of.argmin(axis=0)
+        b1 = best_of[p1, cols]
+        best_of[p1, cols] = np.inf
+        p2 = best_of.argmin(axis=0)
+        b2 = best_of[p2, cols]
+        same = provider_of[:, None] == p1[None, :]
+        partner = np.where(same, b2[None, :], b1[None, :])
+        partner_loc = np.where(same, arg_of[p2, cols][None, :], arg_of[p1, cols][None, :])
+    val = adj + serve + partner  # (L, n): s serves
+    s = val.argmin(axis=0)
+    best = val[s, cols]
+    m = partner_loc[s, cols]
+    locs = np.sort(np.stack([s, m], axis=1), axis=1)
+    return best, locs
 
 
 def evaluate_sets(pb: Problem, tb: Tables, locs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -142,7 +142,134 @@ def _best_primal(
 def solve_lagrangian(
     pb: Problem, m_candidates: int = M_CANDIDATES, max_rounds: int = 3, target_gap: float = 1e-4
 ) -> Solution:
-    """Solve `pb` by enumeration + Lagrangian prices; the Solution carries the certified lower bound."""
+    """Solve `pb` by enumeration + Lagrangian prices; the Solution carries the certified lower bound.
+
+    First the objects no price can move leave the problem: those whose cheapest replica set (over the full
+    enumeration) also uses the least of every coupling constraint. For them min_k (cost_k + mu . use_k) =
+    cost_best + mu . use_best at every mu >= 0, so the dual function splits exactly into their fixed part and
+    the rest's, and the rest (typically a third of the batch, fewer when the budgets are tight) is solved as a
+    problem of its own with what the fixed objects leave of each constraint. Any feasible plan stays feasible
+    with the fixed objects at their choice (it uses no more of anything), so nothing is lost."""
+    t0 = time.perf_counter()
+    N, L = pb.n, pb.n_locations
+    cons = coupling_constraints(pb)
+    binaries = int(pb.allowed.sum())
+    tb = tables(pb, cons)
+    val0, best0, _ = full_pass(pb, tb, np.zeros(len(cons)))
+    if N == 0 or not np.isfinite(val0).all():
+        return _infeasible(pb, t0, binaries, "an object has no feasible replica set")
+    x0 = to_assignment(best0, L)
+    if not cons:  # separable: the per-object enumeration is the exact optimum and its own bound
+        return Solution(
+            chosen=x0,
+            objective=pb.objective(x0),
+            lower_bound=float(val0.sum()),
+            method="lagrangian",
+            status="optimal",
+            seconds=time.perf_counter() - t0,
+            binaries=binaries,
+            info={"rounds": 0, "prices": {}},
+        )
+    use0 = set_usage(tb, best0)  # (J, N)
+    fixed = (use0 <= least_usage(pb, tb, cons)).all(axis=0)
+    act = np.flatnonzero(~fixed)
+    left = np.array([c.rhs for c in cons]) - use0[:, fixed].sum(axis=1)
+    if act.size == 0:
+        if (left < -1e-9 * np.maximum(np.abs([c.rhs for c in cons]), 1.0)).any():
+            return _infeasible(pb, t0, binaries, "the coupling constraints cannot be met")
+        sol_bound = float(val0.sum())
+        obj = pb.objective(x0)
+        return Solution(
+            x0,
+            obj,
+            min(sol_bound, obj),
+            "lagrangian",
+            "optimal",
+            time.perf_counter() - t0,
+            binaries,
+            {"rounds": 0, "active_objects": 0, "prices": {c.name: 0.0 for c in cons}},
+        )
+    sub = pb.subset(act, **_remaining(pb, cons, left, act))
+    del tb
+    if _DEBUG:
+        print(f"lagrangian presolve: {act.size} of {N} objects active, t={time.perf_counter() - t0:.2f}s")
+    part = _solve_coupled(sub, m_candidates, max_rounds, target_gap)
+    if part.status == "infeasible":
+        return _infeasible(pb, t0, binaries, part.info.get("error", "infeasible"))
+    x = x0
+    x[act] = part.chosen
+    obj = pb.objective(x)
+    bound = float(val0[fixed].sum()) + part.lower_bound
+    sol = Solution(
+        chosen=x,
+        objective=obj,
+        lower_bound=min(bound, obj),
+        method="lagrangian",
+        status="feasible",
+        seconds=time.perf_counter() - t0,
+        binaries=binaries,
+        info={**part.info, "active_objects": int(act.size), "fixed_objects": int(N - act.size)},
+    )
+    if sol.gap is not None and sol.gap <= 1e-9:
+        sol.status = "optimal"
+    return sol
+
+
+def set_usage(tb, locs: np.ndarray) -> np.ndarray:
+    """(J, N): what each object's replica set `locs` (N, R) uses of each coupling constraint."""
+    cols = np.arange(locs.shape[0])
+    out = np.zeros((tb.weight.shape[0], locs.shape[0]))
+    for j in range(tb.weight.shape[0]):
+        for r in range(locs.shape[1]):
+            out[j] += tb.weight[j][locs[:, r], cols]
+    return out
+
+
+def least_usage(pb: Problem, tb, cons) -> np.ndarray:
+    """(J, N): a lower bound on the least each object can use of each constraint with any feasible set. Zero
+    where the weights are non-negative (capacity, bytes copied); for transition dollars (a kept replica's weight
+    is minus its early-deletion charge) the sum of the rf smallest allowed weights."""
+    out = np.zeros((len(cons), pb.n))
+    L = pb.n_locations
+    for j, c in enumerate(cons):
+        w = tb.weight[j][:L]
+        if (w >= 0).all():
+            continue
+        w = np.sort(np.where(tb.allowed[:L], w, np.inf), axis=0)
+        csum = np.cumsum(np.where(np.isfinite(w), w, 0.0), axis=0)
+        out[j] = csum[pb.rf - 1, np.arange(pb.n)]
+    return out
+
+
+def _remaining(pb: Problem, cons, left: np.ndarray, act: np.ndarray) -> dict:
+    """Right-hand sides of the active objects' problem: what the fixed objects leave of each constraint."""
+    capacity = pb.capacity.copy()
+    out: dict = {"capacity": capacity}
+    for c, rest in zip(cons, left):
+        if c.kind == "cap":
+            capacity[c.loc] = rest
+        elif c.kind == "bytes":
+            out["budget_bytes"] = float(rest)
+        else:  # the usd row's rhs excludes the batch's constant part; the sub-problem's excludes its own
+            out["budget_usd"] = float(rest + pb.const[act].sum())
+    return out
+
+
+def _infeasible(pb: Problem, t0: float, binaries: int, why: str) -> Solution:
+    return Solution(
+        chosen=pb.current.copy(),
+        objective=float("inf"),
+        lower_bound=None,
+        method="lagrangian",
+        status="infeasible",
+        seconds=time.perf_counter() - t0,
+        binaries=binaries,
+        info={"error": why},
+    )
+
+
+def _solve_coupled(pb: Problem, m_candidates: int, max_rounds: int, target_gap: float) -> Solution:
+    """The decomposition proper, on objects that prices can move."""
     t0 = time.perf_counter()
     N, L = pb.n, pb.n_locations
     cons = coupling_constraints(pb)
@@ -151,33 +278,13 @@ def solve_lagrangian(
     binaries = int(pb.allowed.sum())
 
     def infeasible(why: str) -> Solution:
-        return Solution(
-            chosen=pb.current.copy(),
-            objective=float("inf"),
-            lower_bound=None,
-            method="lagrangian",
-            status="infeasible",
-            seconds=time.perf_counter() - t0,
-            binaries=binaries,
-            info={"error": why},
-        )
+        return _infeasible(pb, t0, binaries, why)
 
     tb = tables(pb, cons)
-    val0, best0, tops = full_pass(pb, tb, mu, top=m_candidates if cons else 0)
-    if N == 0 or not np.isfinite(val0).all():
-        return infeasible("an object has no feasible replica set")
-    if not cons:  # separable: the per-object enumeration is the exact optimum and its own bound
+    val0, best0, tops = full_pass(pb, tb, mu, top=m_candidates)
+    if not cons:  # every coupling constraint was left unlimited: separable
         x = to_assignment(best0, L)
-        return Solution(
-            chosen=x,
-            objective=pb.objective(x),
-            lower_bound=float(val0.sum()),
-            method="lagrangian",
-            status="optimal",
-            seconds=time.perf_counter() - t0,
-            binaries=binaries,
-            info={"rounds": 0, "prices": {}},
-        )
+        return Solution(x, pb.objective(x), float(val0.sum()), "lagrangian", "optimal", 0.0, binaries, {})
 
     R = tops.shape[2]
     keep = np.sort(np.where(pb.current, np.arange(L)[None, :], L), axis=1)[:, :R]

@@ -56,6 +56,40 @@ class Problem:
         """Transition dollars as a linear function of the chosen set, minus the constant `const`."""
         return np.where(self.current, -self.cm.drop, self.cm.add)
 
+    def subset(
+        self,
+        rows: np.ndarray,
+        capacity: np.ndarray | None = None,
+        budget_bytes: float | None = None,
+        budget_usd: float | None = None,
+    ) -> Problem:
+        """The problem restricted to objects `rows`, with the coupling constraints' right-hand sides given (what
+        the other objects leave of them) or unchanged."""
+        cm = self.cm
+        sub = Problem(
+            la=self.la,
+            cm=CostMatrices(
+                hold=cm.hold[rows],
+                serve=cm.serve[rows],
+                add=cm.add[rows],
+                drop=cm.drop[rows],
+                sla_violation=cm.sla_violation[rows],
+            ),
+            size=self.size[rows],
+            current=self.current[rows],
+            allowed=self.allowed[rows],
+            rf=self.rf[rows],
+            max_per_provider=self.max_per_provider[rows],
+            capacity=self.capacity if capacity is None else capacity,
+            budget_bytes=self.budget_bytes if budget_bytes is None else budget_bytes,
+            budget_usd=self.budget_usd if budget_usd is None else budget_usd,
+            move_fee=self.move_fee,
+        )
+        for name in ("linear", "const", "transition_linear"):  # already computed: slice, do not recompute
+            if name in self.__dict__:
+                sub.__dict__[name] = self.__dict__[name][rows]
+        return sub
+
     def coupled(self) -> bool:
         return bool(
             np.isfinite(self.capacity).any() or np.isfinite(self.budget_bytes) or np.isfinite(self.budget_usd)

@@ -88,3 +88,56 @@ def test_certified_bound_below_milp_optimum_and_gap_small(seed):
     assert sol.lower_bound <= exact.objective * (1 + 1e-9)
     assert sol.gap <= 1e-3
     assert sol.objective <= exact.objective * (1 + 1e-3)
+
+
+@pytest.mark.parametrize("diversity", [True, False])
+def test_pair_shortcut_equals_the_enumeration(diversity):
+    settings = SolverSettings(provider_diversity=diversity)
+    pb = random_problem(
+        CAT, settings, 2000, seed=9, budget_fraction=0.05, capacity_fraction={"azure:eastus:cool": 0.1}
+    )
+    rng = np.random.default_rng(1)
+    pb.allowed &= (
+        rng.random(pb.allowed.shape) < 0.25
+    )  # policy-like holes; some objects are left without a pair
+    cons = en.coupling_constraints(pb)
+    tb = en.tables(pb, cons)
+    for mu in (np.zeros(len(cons)), rng.uniform(0, 1e-10, len(cons))):
+        fast_val, fast_locs, _ = en.full_pass(pb, tb, mu)
+        slow_val, _, _ = en.full_pass(pb, tb, mu, pairs=False)
+        assert np.isinf(slow_val).any() and np.array_equal(np.isinf(fast_val), np.isinf(slow_val))
+        ok = np.isfinite(slow_val)
+        assert np.allclose(fast_val[ok], slow_val[ok], rtol=1e-12, atol=0)
+        # the shortcut's pair is feasible and priced at its value
+        cost, use = en.evaluate_sets(pb, tb, fast_locs[:, None, :])
+        priced = cost[:, 0] + mu @ use[:, :, 0]
+        assert np.allclose(priced[ok], fast_val[ok], rtol=1e-12, atol=0)
+        x = en.to_assignment(fast_locs[ok], pb.n_locations)
+        assert (x.sum(axis=1) == 2).all() and not (x & ~pb.allowed[ok]).any()
+        for p in range(len(pb.la.providers)):
+            assert (x[:, pb.la.provider_of == p].sum(axis=1) <= pb.max_per_provider[ok]).all()
+
+
+def test_presolve_fixes_only_objects_no_price_can_move():
+    # the fixed objects' choice at zero prices must also be each one's choice at any prices, over the full
+    # enumeration: check it at random prices with the plain enumeration
+    pb = random_problem(
+        CAT,
+        SolverSettings(),
+        3000,
+        seed=4,
+        budget_fraction=0.05,
+        capacity_fraction={"gcp:us-east1:coldline": 0.02},
+    )
+    pb.budget_usd = 1.0  # a dollar budget too: its weights (minus early-deletion charges) can be negative
+    cons = en.coupling_constraints(pb)
+    tb = en.tables(pb, cons)
+    val0, best0, _ = en.full_pass(pb, tb, np.zeros(len(cons)))
+    use0 = lg.set_usage(tb, best0)
+    fixed = (use0 <= lg.least_usage(pb, tb, cons)).all(axis=0)
+    assert 0 < fixed.sum() < pb.n
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        mu = rng.uniform(0, 1e-9, len(cons)) * np.array([1e0] * (len(cons) - 1) + [1e9])
+        val, _, _ = en.full_pass(pb, tb, mu, pairs=False)
+        assert np.allclose(val[fixed], val0[fixed] + mu @ use0[:, fixed], rtol=1e-12, atol=1e-15)
