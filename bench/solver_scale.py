@@ -77,7 +77,7 @@ def build_instance(
         capacity={k: v * total for k, v in capacity_fraction.items()},
         budget_bytes=budget_fraction * total,
     )
-    return pb, settings
+    return pb, reads
 
 
 @click.command()
@@ -100,13 +100,21 @@ def build_instance(
     "--milp/--no-milp", default=None, help="Also solve the monolithic MILP (default: when N <= 100,000)."
 )
 @click.option("--milp-time-limit", type=float, default=300.0)
-def main(n, seed, trace, size_scale, time_scale, budget_fraction, capacities, milp, milp_time_limit):
+@click.option(
+    "--plan-objects",
+    type=int,
+    default=10_000,
+    help="Also time plan_with_details (Candidates in, PlacementPlan out) on this many objects and a quarter of it.",
+)
+def main(
+    n, seed, trace, size_scale, time_scale, budget_fraction, capacities, milp, milp_time_limit, plan_objects
+):
     from solver.lagrangian import solve_lagrangian
     from solver.milp import solve_milp
 
     capacity_fraction = {c.split("=")[0]: float(c.split("=")[1]) for c in capacities}
     t0 = time.perf_counter()
-    pb, _ = build_instance(n, seed, trace, size_scale, time_scale, budget_fraction, capacity_fraction)
+    pb, reads = build_instance(n, seed, trace, size_scale, time_scale, budget_fraction, capacity_fraction)
     build_s = time.perf_counter() - t0
     log(f"instance: {n} objects x {pb.n_locations} locations, built in {build_s:.1f} s")
 
@@ -169,7 +177,60 @@ def main(n, seed, trace, size_scale, time_scale, budget_fraction, capacities, mi
                 ),
             }
         )
+    if plan_objects:
+        out.update(plan_timing(pb, reads, min(plan_objects, n), seed))
     print(json.dumps(out))
+
+
+def plan_timing(pb, reads: np.ndarray, n: int, seed: int) -> dict:
+    """Wall seconds of the live planner (solver.plan.plan_with_details) on n of the instance's objects and on
+    a quarter of them, as Candidate and Placement models: the per-object cost must not grow with the batch."""
+    from dim.config import SolverSettings
+    from schemas import Candidate, Placement, Replica
+    from solver.catalogue import load_catalogue
+    from solver.plan import plan_with_details
+
+    cat, settings, now = load_catalogue(), SolverSettings(), 1_800_000_000.0
+    rng = np.random.default_rng(seed)
+    cands, current = [], {}
+    for i in range(n):
+        key = f"o{i}"
+        size = int(pb.size[i])
+        cands.append(
+            Candidate(
+                bucket="bench",
+                key=key,
+                as_of=now,
+                size=size,
+                read_heat={"1d": float(reads[i])},
+                write_heat={},
+                p_hot=float(min(1.0, reads[i] / 100.0)),
+                expected_reads=float(reads[i]),
+                horizon_s=settings.planning_horizon_days * 86_400.0,
+                first_seen=now - 400 * 86_400.0,
+                last_access=now - float(rng.uniform(0, 90)) * 86_400.0,
+            )
+        )
+        current[("bench", key)] = Placement(
+            bucket="bench",
+            key=key,
+            version=1,
+            updated_at=now,
+            replicas=[
+                Replica(location=loc, size=size, created_at=now - float(rng.uniform(0, 365)) * 86_400.0)
+                for loc in settings.initial_locations
+            ],
+        )
+    out = {}
+    for label, k in (("plan_quarter", n // 4), ("plan", n)):
+        t0 = time.perf_counter()
+        result = plan_with_details(cands[:k], current, cat, settings, now)
+        out[f"{label}_objects"] = k
+        out[f"{label}_seconds"] = round(time.perf_counter() - t0, 3)
+        out[f"{label}_moves"] = len(result.plan.moves)
+    out["plan_us_per_object"] = round(1e6 * out["plan_seconds"] / max(n, 1), 1)
+    out["plan_us_per_object_quarter"] = round(1e6 * out["plan_quarter_seconds"] / max(n // 4, 1), 1)
+    return out
 
 
 def log(msg: str) -> None:

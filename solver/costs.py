@@ -124,8 +124,9 @@ def add_cost(size: np.ndarray, current: np.ndarray, la: LocationArrays) -> np.nd
         has = current[:, s]
         if not has.any():
             continue
-        via = gb[has] * (la.egress[s] + la.retrieval[s])[None, :] + la.get[s]
-        best[has] = np.minimum(best[has], via)
+        # whole arrays, masked: boolean-indexed row copies of (N, L) arrays cost twice as much at 1M objects
+        via = np.where(has[:, None], gb * (la.egress[s] + la.retrieval[s])[None, :] + la.get[s], np.inf)
+        np.minimum(best, via, out=best)
     best = np.where(np.isfinite(best), best, 0.0)
     return np.where(current, 0.0, best + la.put[None, :])
 
