@@ -156,6 +156,8 @@ class MoverSettings(BaseModel):
     # Moves of objects up to part_size (one GET + one PUT each) wait on request latency, not on bandwidth or
     # buffers: this many run at once (larger moves stay limited to `concurrency`; endpoint limits still apply).
     small_concurrency: int = 24
+    # Moves deleting dropped replicas in the same bucket at the same time share one DeleteObjects request.
+    batch_deletes: bool = True
     part_size: int = 8 * 1024 * 1024
     journal_dir: Path | None = None  # default: <stack.data_dir>/journal
     dry_run: bool = False

@@ -342,7 +342,7 @@ class MoveExecutor:
             current = got[0] if got else None
         rkey = replica_key(move.bucket, move.key)
         for loc in protocol.deletable(move.dropped, current):
-            self.store.delete(loc, rkey)
+            self.store.delete(loc, rkey, batched=True)
         self._record(move, S.DELETED, location=",".join(move.dropped))
 
     def _rollback(self, move: Move, reason: str) -> str:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from botocore.exceptions import ClientError
 
 from dim.config import Settings, s3_client
+from mover.batching import KeyBatcher
 from mover.limits import EndpointGuard
 from mover.retry import ErrorKind, backoff_s, classify, error_reason
 from mover.s3lite import LiteS3Client
@@ -119,6 +120,7 @@ class ReplicaStore:
         self.copy_part_size = max(MIN_PART_SIZE, self.m.copy_part_size)
         self._clients: dict[str, object] = {}
         self._guards: dict[str, EndpointGuard] = {}
+        self._delete_batchers: dict[tuple[str, str], KeyBatcher] = {}
         self._lock = threading.Lock()
         # Bounded memory: a streamed copy may only hold this many parts in memory, across all moves.
         self.buffer_slots = threading.BoundedSemaphore(max(1, self.m.max_buffer_bytes // self.part_size))
@@ -228,10 +230,40 @@ class ReplicaStore:
             raise VerificationFailed(f"PUT {bucket}/{key}: ETag {etag} is not the MD5 of the bytes sent")
         return ObjectInfo(size=len(data), etag=etag, last_modified=time.time(), sha256=sha)
 
-    def delete(self, location: str, key: str) -> None:
+    def delete(self, location: str, key: str, batched: bool = False) -> None:
+        """Delete one replica (absent counts as deleted). `batched`: share one DeleteObjects request with the
+        other moves deleting in the same bucket right now (mover/batching.py); returns when this key is gone."""
         bucket = self.bucket(location)
+        if batched and self.m.batch_deletes:
+            ident = (self.endpoint(location), bucket)
+            with self._lock:
+                batcher = self._delete_batchers.get(ident)
+                if batcher is None:
+                    batcher = self._delete_batchers[ident] = KeyBatcher(
+                        lambda keys: self._delete_keys(location, keys))
+            batcher.run(key)
+            return
         self.call(self.endpoint(location), f"DELETE {bucket}/{key}",
                   lambda c: c.delete_object(Bucket=bucket, Key=key))
+
+    def _delete_keys(self, location: str, keys: list[str]) -> dict[str, BaseException | None]:
+        if len(keys) == 1:  # nobody to share with: the plain request
+            self.delete(location, keys[0])
+            return {}
+        bucket = self.bucket(location)
+        resp = self.call(self.endpoint(location), f"DELETE-OBJECTS {bucket} ({len(keys)} keys)",
+                         lambda c: c.delete_objects(Bucket=bucket, Delete={
+                             "Objects": [{"Key": k} for k in keys], "Quiet": True}))
+        self.stats["delete_batches"] += 1
+        self.stats["batched_deletes"] += len(keys)
+        errors: dict[str, BaseException | None] = {}
+        for err in resp.get("Errors") or []:
+            # A key the batch could not delete gets a request of its own, with the usual retries and reasons.
+            try:
+                self.delete(location, err["Key"])
+            except MoveError as exc:
+                errors[err["Key"]] = exc
+        return errors
 
     def read_range(self, location: str, key: str, start: int, end: int, if_match: str | None = None) -> bytes:
         """Bytes [start, end] (inclusive) read completely; a short or cut body is retried."""
