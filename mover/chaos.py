@@ -7,7 +7,9 @@ fault, drawn with the configured probabilities:
 * `drop_rate`: close the connection without an answer, half the time *before* forwarding and half *after* the
   upstream executed the request (the nasty case: a write landed but the client saw an error);
 * `truncate_rate`: forward, then cut the response body short and close (GET with a body only);
-* `latency_ms` (+ `latency_jitter_ms`): added to every request.
+* `latency_ms` (+ `latency_jitter_ms`): added to every request;
+* `archive_buckets`: objects there behave like an archive tier whose restore completes after `restore_polls`
+  HEADs (mover/chaos_archive.py), so the mover's restore-and-poll path runs against a slow restore.
 
 One proxy fronts one upstream endpoint; run one per endpoint to configure them differently. `GET /__chaos/stats`
 returns counters, `POST /__chaos/config` replaces the fault configuration at run time (bucket names cannot
@@ -29,6 +31,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
+from mover.chaos_archive import ArchiveModel
+
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
                "transfer-encoding", "upgrade", "content-length"}
 _ERRORS = {"429": (429, "TooManyRequests"), "503": (503, "SlowDown"), "500": (500, "InternalError"),
@@ -44,6 +48,8 @@ class ChaosConfig(BaseModel):
     truncate_rate: float = Field(0.0, ge=0, le=1)
     latency_ms: float = Field(0.0, ge=0)
     latency_jitter_ms: float = Field(0.0, ge=0)
+    archive_buckets: list[str] = Field(default_factory=list)
+    restore_polls: int = Field(0, ge=0)
     seed: int | None = None
 
     @property
@@ -73,6 +79,7 @@ class ChaosProxy(ThreadingHTTPServer):
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.cfg = cfg
+        self.archive = ArchiveModel(cfg.archive_buckets, cfg.restore_polls)
         self.rng = random.Random(cfg.seed)
         self.lock = threading.Lock()
         self.stats: Counter[str] = Counter()
@@ -155,6 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/__chaos/config") and self.command == "POST":
             with self.server.lock:
                 self.server.cfg = ChaosConfig.model_validate_json(body)
+                self.server.archive = ArchiveModel(self.server.cfg.archive_buckets, self.server.cfg.restore_polls)
             out = self.server.cfg.model_dump_json().encode()
         else:
             with self.server.lock:
@@ -165,6 +173,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(out)
 
+    def _answer(self, status: int, code: str) -> None:
+        """Answer without forwarding: an S3 error document (`code`), or an empty success."""
+        xml = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+               f"<Message>injected by dim chaos</Message><RequestId>chaos</RequestId></Error>").encode() if code else b""
+        self.send_response(status)
+        if xml:
+            self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", "0" if self.command == "HEAD" else str(len(xml)))
+        self.end_headers()
+        if self.command != "HEAD" and xml:
+            self.wfile.write(xml)
+
     def _handle(self) -> None:
         body = self._read_body()
         if self.path.startswith("/__chaos/"):
@@ -174,16 +194,17 @@ class _Handler(BaseHTTPRequestHandler):
         if delay:
             time.sleep(delay)
         if fault in _ERRORS:
-            status, code = _ERRORS[fault]
-            xml = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
-                   f"<Message>injected by dim chaos</Message><RequestId>chaos</RequestId></Error>").encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", "0" if self.command == "HEAD" else str(len(xml)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(xml)
+            self._answer(*_ERRORS[fault])
             return
+        verdict = self.server.archive.decide(self.command, self.path)
+        if verdict.status is not None:
+            with self.server.lock:
+                self.server.stats[f"archive_{verdict.status}"] += 1
+            self._answer(verdict.status, verdict.code)
+            return
+        if any(k == "x-amz-restore" and "true" in v for k, v in verdict.headers):
+            with self.server.lock:
+                self.server.stats["restore_ongoing_heads"] += 1
         drop_after = False
         if fault == "drop":
             with self.server.lock:
@@ -201,9 +222,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop()
             return
         self.send_response(status, reason)
+        added = {k for k, _ in verdict.headers} if status < 300 else set()
         for k, v in headers:
-            if k.lower() not in _HOP_BY_HOP:
+            if k.lower() not in _HOP_BY_HOP and k.lower() not in added:
                 self.send_header(k, v)
+        for k, v in verdict.headers if status < 300 else ():
+            self.send_header(k, v)
         if self.command == "HEAD":  # no body: the upstream's Content-Length describes the object
             length = next((v for k, v in headers if k.lower() == "content-length"), "0")
             self.send_header("Content-Length", length)

@@ -44,6 +44,22 @@ def test_pick_fault_follows_rates():
     assert all(f != "truncate" for f in (pick_fault(FAULTS, u, "PUT") for u in draws))
 
 
+def test_archive_model_restores_after_the_configured_polls():
+    from mover.chaos_archive import ArchiveModel
+
+    m = ArchiveModel(["cold"], restore_polls=2)
+    assert m.decide("GET", "/hot/k").status is None  # other buckets: forwarded untouched
+    assert m.decide("GET", "/cold/a/k").code == "InvalidObjectState"
+    assert dict(m.decide("HEAD", "/cold/a/k").headers) == {"x-amz-storage-class": "GLACIER"}
+    assert m.decide("POST", "/cold/a/k?restore").status == 202
+    assert m.decide("POST", "/cold/a/k?restore").code == "RestoreAlreadyInProgress"
+    restores = [dict(m.decide("HEAD", "/cold/a/k").headers)["x-amz-restore"] for _ in range(3)]
+    assert restores[:2] == ['ongoing-request="true"'] * 2 and restores[2].startswith('ongoing-request="false"')
+    assert m.decide("GET", "/cold/a/k").status is None and m.decide("POST", "/cold/a/k?restore").status == 200
+    m.decide("PUT", "/cold/a/k")  # a new object is archived again
+    assert m.decide("GET", "/cold/a/k").code == "InvalidObjectState"
+
+
 def _journal_lines(path) -> int:
     try:
         with open(path, "rb") as f:

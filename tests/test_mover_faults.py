@@ -108,6 +108,48 @@ def test_archive_source_is_restored_before_copying(stack_settings, tmp_path):
     assert assert_catalog_truthful(settings, store, key, data) == [A, C]
 
 
+def _archive_move_settings(stack_settings, tmp_path, proxy, **mover):
+    """Two archive locations behind the proxy, which models their restores (mover/chaos_archive.py)."""
+    store = ReplicaStore(stack_settings)
+    archives = [loc.id for loc in store.catalogue.locations if loc.archive][:2]
+    settings = mover_settings(stack_settings, tmp_path, endpoints={loc: proxy for loc in archives}, **mover)
+    return settings, archives, [store.bucket(loc) for loc in archives]
+
+
+def test_slow_restore_is_polled_with_backoff_until_readable(stack_settings, tmp_path, proxy):
+    settings, archives, buckets = _archive_move_settings(stack_settings, tmp_path, proxy, restore_poll_base_s=0.05)
+    key, data = new_key(), os.urandom(5000)
+    seed_object(settings, "app", key, data, archives)
+    set_config(proxy, ChaosConfig(archive_buckets=buckets, restore_polls=4))
+    store = ReplicaStore(settings)
+    rkey = replica_key("app", key)
+    with pytest.raises(Exception, match="InvalidObjectState"):  # archived: unreadable until restored
+        store.read_range(archives[0], rkey, 0, 10)
+    outcome, store, seconds = run_move(settings, key, archives, [A, C])
+    assert outcome.state is S.DELETED, outcome.reason
+    st = stats(proxy)
+    assert st.get("archive_202") == 1  # one restore requested
+    assert st.get("restore_ongoing_heads") == 4  # polled through every "ongoing" answer
+    assert st.get("archive_403") == 1  # only our own early read was refused: the mover waited
+    # Four waits of base + full-jitter backoff (0.05 s base): at least 4 x 0.05 s.
+    assert seconds >= 0.2
+    assert assert_catalog_truthful(settings, store, key, data) == [A, C]
+
+
+def test_restore_that_never_completes_times_out_and_commits_nothing(stack_settings, tmp_path, proxy):
+    settings, archives, buckets = _archive_move_settings(stack_settings, tmp_path, proxy, restore_poll_base_s=0.05,
+                                                         restore_timeout_s=0.5)
+    key, data = new_key(), os.urandom(5000)
+    seed_object(settings, "app", key, data, archives)
+    set_config(proxy, ChaosConfig(archive_buckets=buckets, restore_polls=10_000))
+    outcome, store, _ = run_move(settings, key, archives, [A, C])
+    assert outcome.state is S.FAILED and outcome.reason.startswith("restore_timeout"), outcome.reason
+    assert stats(proxy).get("restore_ongoing_heads", 0) >= 3
+    placement, _ = PlacementCatalog(settings).get("app", key)
+    assert placement.version == 1 and placement.locations == archives
+    assert store.head(C, replica_key("app", key)) is None  # nothing copied
+
+
 def test_restore_header_parsing():
     assert restore_state(None) == "none"
     assert restore_state('ongoing-request="true"') == "ongoing"
