@@ -43,12 +43,10 @@ def object_features(params: HeatParams, rec: HeatState, at: float, read_heat: li
     x: dict[str, float] = dict(zip(read_keys, map(log1p, rh)))
     x.update(zip(write_keys, map(log1p, write_heat)))
     # Ratios between consecutive half-lives: > 1 means accelerating, < 1 fading.
-    i = 0
-    for k in ratio_keys:
+    for i, k in enumerate(ratio_keys):
         x[k] = (rh[i] + EPS) / (rh[i + 1] + EPS)
-        i += 1
     x["log_size"] = log1p(rec.size)
-    first = rec.first_seen if rec.first_seen < at else at
+    first = min(at, rec.first_seen)
     last = rec.last_access if rec.last_access > -math.inf else at
     x["log_age_s"] = log1p(at - first)
     x["log_idle_s"] = log1p(at - last if at > last else 0.0)

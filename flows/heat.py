@@ -145,26 +145,22 @@ class HeatState:
         # keeps floor(t / rebase) exact at the period's end, so this is the same test as _rebase_for's).
         if ref is None or t - ref >= params.rebase_s * 0.999999:
             self._rebase_for(params, t)
-        if t < self.first_seen:
-            self.first_seen = t
-        if t > self.last_access:
-            self.last_access = t
+        self.first_seen = min(self.first_seen, t)
+        self.last_access = max(self.last_access, t)
         if op == "GET":
             self.reads += 1
             self.bytes_read += nbytes
             sums = self.read_sums
         elif op == "PUT":
             self.writes += 1
-            if t > self.last_write:
-                self.last_write = t
+            self.last_write = max(self.last_write, t)
             sums = self.write_sums
         elif op == "HEAD":
             self.heads += 1
             sums = None
         elif op == "DELETE":
             self.deletes += 1
-            if t > self.last_delete:
-                self.last_delete = t
+            self.last_delete = max(self.last_delete, t)
             return late
         else:
             raise ValueError(f"unknown op {op!r}")
@@ -175,10 +171,8 @@ class HeatState:
         if sums is not None:
             dt = t - self.ref
             exp = math.exp
-            i = 0
-            for lam in params.lambdas:
+            for i, lam in enumerate(params.lambdas):
                 sums[i] += exp(lam * dt)
-                i += 1
         return late
 
     def _rebase_for(self, params: HeatParams, t: float) -> None:

@@ -7,6 +7,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from flows.gctune import few_gc_passes
 from flows.labels import Labelled
 from flows.predict import make_predictor
 from flows.shard import FlowParams, ShardState
@@ -37,14 +38,15 @@ def run_offline(settings, events: Iterable[Event], shards: int = 1, record: bool
     states = [ShardState(params, make_predictor(settings, shard_id=i, record=record)) for i in range(shards)]
     run = OfflineRun(states)
     out = run.outputs
-    if shards == 1:
-        on_event = states[0].on_event
-        for key, t, op, nbytes, size in events:
-            on_event(key, t, op, nbytes, size, out)
-    else:
-        for key, t, op, nbytes, size in events:
-            states[shard_of(key, shards)].on_event(key, t, op, nbytes, size, out)
-    if finish:
-        for s in states:
-            s.finish(out)
+    with few_gc_passes():
+        if shards == 1:
+            on_event = states[0].on_event
+            for key, t, op, nbytes, size in events:
+                on_event(key, t, op, nbytes, size, out)
+        else:
+            for key, t, op, nbytes, size in events:
+                states[shard_of(key, shards)].on_event(key, t, op, nbytes, size, out)
+        if finish:
+            for s in states:
+                s.finish(out)
     return run

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dim.config import Settings
 from dim.kafka import publish_end_markers
+from flows.gctune import few_gc_passes
 from schemas import topics
 
 log = logging.getLogger(__name__)
@@ -51,14 +52,15 @@ def run_flow(
         raise ValueError("multi-process mode needs both addresses and process_id")
     recovery_config = RecoveryConfig(ensure_recovery_dir(settings.recovery_dir)) if recovery else None
     flow = build_dataflow(settings, until_run=until_run)
-    cli_main(
-        flow,
-        workers_per_process=workers,
-        process_id=process_id,
-        addresses=addresses,
-        epoch_interval=timedelta(seconds=settings.flow.snapshot_interval_s),
-        recovery_config=recovery_config,
-    )
+    with few_gc_passes():
+        cli_main(
+            flow,
+            workers_per_process=workers,
+            process_id=process_id,
+            addresses=addresses,
+            epoch_interval=timedelta(seconds=settings.flow.snapshot_interval_s),
+            recovery_config=recovery_config,
+        )
     # In one process every worker's sink has flushed once cli_main returns, so the run is closed on the outputs
     # here. Across processes no process knows when the others' sinks are done: the launcher publishes the
     # markers (dim.kafka.publish_end_markers on OUTPUT_TOPICS) after every process exited.
