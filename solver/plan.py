@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -203,8 +204,9 @@ def plan_with_details(
         objective_usd=sol.objective,
         lower_bound_usd=sol.lower_bound,
         gap=sol.gap,
-        cost_before_usd_month=float(horizon_before.sum() * month),
-        cost_after_usd_month=float(horizon_after.sum() * month),
+        cost_before_usd_month=math.fsum(horizon_before.tolist())
+        * month,  # exact sums: row order must not matter
+        cost_after_usd_month=math.fsum(horizon_after.tolist()) * month,
         moves=moves,
     )
     return PlanResult(plan, skipped, sol, pb, [(c.bucket, c.key) for c, *_ in rows])

@@ -12,6 +12,7 @@ dollars <= budget_usd.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -101,7 +102,9 @@ class Problem:
         return (self.linear * x).sum(axis=1) + serve + self.const
 
     def objective(self, x: np.ndarray) -> float:
-        return float(self.object_costs(x).sum())
+        # exactly rounded, so that the same objects in another row order (the broker's delivery order live, the
+        # trace's order offline) give the same figure to the last bit
+        return math.fsum(self.object_costs(x).tolist())
 
     def usage(self, x: np.ndarray) -> dict[str, np.ndarray | float]:
         added = x & ~self.current
