@@ -165,6 +165,8 @@ class MoverSettings(BaseModel):
     # Each mover process owns one journal file (flock'd): give parallel movers on one host distinct instances.
     instance: str = "0"
     journal_fsync: bool = True
+    # Minimum time between two journal fsyncs (group commit): concurrent moves share one fsync.
+    journal_sync_interval_s: float = 0.005
     # location id (or provider, e.g. "gcp") -> S3 endpoint URL; unset ones use s3.endpoint. Locations on the
     # same endpoint are copied server-side; across endpoints the bytes are streamed through the mover.
     endpoints: dict[str, str] = Field(default_factory=dict)

@@ -58,6 +58,8 @@ class MoveJournal:
         name = instance or settings.mover.instance
         self.path = self.dir / f"moves-{name}.jsonl"
         self.fsync = settings.mover.journal_fsync if fsync is None else fsync
+        self.sync_interval_s = settings.mover.journal_sync_interval_s
+        self._last_sync = 0.0
         self.producer = producer
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
@@ -125,10 +127,16 @@ class MoveJournal:
         with self._sync_lock:
             if self._synced >= upto:
                 return
+            # fsyncs back to back flush the file system journal (and the stores' dirty data with it) hundreds
+            # of times a second; a short pause lets the lines of more concurrent moves share each one.
+            pause = self._last_sync + self.sync_interval_s - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
             with self._lock:
                 target, fd = self._written, self._fd
             os.fsync(fd)
             self._synced = target
+            self._last_sync = time.monotonic()
 
     def publish(self, event: MoveEvent) -> None:
         if self.producer is None:
