@@ -49,13 +49,19 @@ def exact_price(base: np.ndarray, b: np.ndarray, rhs: float) -> float:
     used = float(b[rows, k].sum())
     if used <= rhs + tol:
         return 0.0
-    at = np.zeros(n)
+    # Walk each object's lower envelope from its current piece towards less use. Only objects with a piece
+    # using less take part; an object leaves the walk at its last breakpoint (most leave after one or two).
+    live = np.flatnonzero((np.isfinite(base) & (b < b[rows, k][:, None])).any(axis=1))
+    base, b, k = base[live], b[live], k[live]
+    at = np.zeros(live.size)
     mus: list[np.ndarray] = []
     deltas: list[np.ndarray] = []
-    finite = np.isfinite(base)
     for _ in range(M - 1):
-        bk, ak = b[rows, k], base[rows, k]
-        lower = finite & (b < bk[:, None])
+        if not live.size:
+            break
+        r = np.arange(live.size)
+        bk, ak = b[r, k], base[r, k]
+        lower = np.isfinite(base) & (b < bk[:, None])
         with np.errstate(divide="ignore", invalid="ignore"):
             t = np.where(lower, (base - ak[:, None]) / (bk[:, None] - b), np.inf)
         t = np.maximum(t, at[:, None])
@@ -64,11 +70,10 @@ def exact_price(base: np.ndarray, b: np.ndarray, rhs: float) -> float:
         if not ok.any():
             break
         nxt = np.where(lower & (t <= tmin[:, None] * (1 + 1e-12)), b, np.inf).argmin(axis=1)
-        idx = np.flatnonzero(ok)
-        mus.append(tmin[idx])
-        deltas.append(b[idx, nxt[idx]] - bk[idx])
-        k = np.where(ok, nxt, k)
-        at = np.where(ok, tmin, at)
+        mus.append(tmin[ok])
+        deltas.append(b[r[ok], nxt[ok]] - bk[ok])
+        keep = np.flatnonzero(ok)
+        live, base, b, k, at = live[keep], base[keep], b[keep], nxt[keep], tmin[keep]
     if not mus:
         raise Infeasible("a coupling constraint cannot be met at any price")
     mu_e, d_e = np.concatenate(mus), np.concatenate(deltas)
@@ -172,16 +177,6 @@ def _master(cuts, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, flo
     sol = h.getSolution()
     x = np.array(sol.col_value)
     return x[1:], float(x[0]), np.array(sol.row_dual)
-
-
-def fixed_objects(c: Candidates) -> np.ndarray:
-    """(N,) bool: objects whose best candidate at zero prices also uses least of every constraint, so that no
-    price can change their choice. They leave the dual iterations (usually the large majority)."""
-    pick = argmin_at(c, np.zeros(c.use.shape[0]), None)
-    rows = np.arange(c.cost.shape[0])
-    chosen = c.use[:, rows, pick][:, :, None]
-    ok = np.isfinite(c.cost)[None, :, :]
-    return ((chosen <= c.use + 1e-12) | ~ok).all(axis=(0, 2))
 
 
 class Infeasible(RuntimeError):

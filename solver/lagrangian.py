@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from solver.duals import Ascent, Infeasible, argmin_at, dual_ascent, dual_value, fixed_objects, usage
+from solver.duals import Ascent, Infeasible, argmin_at, dual_ascent, dual_value, usage
 from solver.enumeration import (
     Candidates,
     coupling_constraints,
@@ -350,30 +350,19 @@ def _solve_coupled(pb: Problem, m_candidates: int, max_rounds: int, target_gap: 
     return sol
 
 
-def _active(c: Candidates, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray, Candidates, np.ndarray]:
-    """Split off the objects no price can move: their zero-price choice `pick`, the active objects, their
-    candidates, and what is left of each constraint for them."""
-    fixed = fixed_objects(c)
-    pick = argmin_at(c, np.zeros(len(rhs)), rhs)
-    act = np.flatnonzero(~fixed)
-    sub = Candidates(c.locs[act], c.cost[act], c.use[:, act])
-    return pick, act, sub, rhs - usage(c, pick) + usage(sub, pick[act])
-
-
 def _price_guess(c: Candidates, rhs: np.ndarray) -> np.ndarray:
-    _, _, sub, rhs_act = _active(c, rhs)
-    return dual_ascent(sub, rhs_act, np.zeros(len(rhs)), max_iter=0).mu
+    return dual_ascent(c, rhs, np.zeros(len(rhs)), max_iter=0).mu
 
 
 def _round(c: Candidates, rhs: np.ndarray, mu: np.ndarray, target_gap: float):
     """Prices on the candidate lists, then the primal: argmin at the prices, repaired, filled; and when that is
-    not within target_gap of the lists' dual value, the rounded fractional solution as well."""
-    pick, act, sub, rhs_act = _active(c, rhs)
-    ascent = dual_ascent(sub, rhs_act, mu)
-    plan = _fill(sub, _repair(sub, argmin_at(sub, ascent.mu, rhs_act), rhs_act), rhs_act, ascent.mu)
-    rows = np.arange(act.size)
-    total = float(np.abs(c.cost[np.arange(len(pick)), pick]).sum())
-    if sub.cost[rows, plan].sum() - dual_value(sub, ascent.mu, rhs_act) > target_gap * total:
-        plan = _best_primal(sub, rhs_act, ascent.mu, plan, ascent)
-    pick[act] = plan
-    return pick, ascent.mu, int(act.size)
+    not within target_gap of the lists' dual value, the rounded fractional solution as well. (The objects no
+    price can move already left in solve_lagrangian's presolve.)"""
+    ascent = dual_ascent(c, rhs, mu)
+    plan = _fill(c, _repair(c, argmin_at(c, ascent.mu, rhs), rhs), rhs, ascent.mu)
+    rows = np.arange(c.cost.shape[0])
+    if c.cost[rows, plan].sum() - dual_value(c, ascent.mu, rhs) > target_gap * float(
+        np.abs(c.cost[rows, plan]).sum()
+    ):
+        plan = _best_primal(c, rhs, ascent.mu, plan, ascent)
+    return plan, ascent.mu, int(c.cost.shape[0])

@@ -48,30 +48,6 @@ def test_exact_price_reports_infeasible():
         duals.exact_price(base, b, 1.0)
 
 
-def test_fixed_objects_never_change_with_prices():
-    pb = random_problem(
-        CAT,
-        SolverSettings(),
-        3000,
-        seed=4,
-        budget_fraction=0.05,
-        capacity_fraction={"gcp:us-east1:coldline": 0.02},
-    )
-    cons = en.coupling_constraints(pb)
-    rhs = np.array([c.rhs for c in cons])
-    tb = en.tables(pb, cons)
-    _, _, tops = en.full_pass(pb, tb, np.zeros(len(cons)), top=6)
-    cost, use = en.evaluate_sets(pb, tb, tops)
-    cands = en.Candidates(tops, cost, use)
-    fixed = duals.fixed_objects(cands)
-    assert 0 < fixed.sum() < pb.n
-    at_zero = duals.argmin_at(cands, np.zeros(len(cons)), rhs)
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        mu = rng.uniform(0, 1e-9, len(cons))
-        assert (duals.argmin_at(cands, mu, rhs)[fixed] == at_zero[fixed]).all()
-
-
 @pytest.mark.parametrize("seed", [11, 13])
 def test_certified_bound_below_milp_optimum_and_gap_small(seed):
     pb = random_problem(
