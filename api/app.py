@@ -122,11 +122,8 @@ def create_app(settings: Settings, store: AnalyticsStore, ingest_stats=None) -> 
         key: Annotated[str, Path(min_length=1, max_length=1024)],
         history: Annotated[int, Query(ge=1, le=MAX_HISTORY)] = 100,
     ) -> dict:
-        placement = queries.object_placement(store, bucket, key)
-        heat = queries.object_heat(store, bucket, key, history)
-        access = queries.object_access(store, bucket, key, history)
-        moves, _ = queries.list_moves(store, status=None, plan_id=None, bucket=bucket, key=key, cursor=None,
-                                      limit=MAX_HISTORY)
+        found = queries.object_detail(store, bucket, key, history, MAX_HISTORY)
+        placement, heat, access, moves = found["placement"], found["heat"], found["access"], found["moves"]
         if placement is None and not heat and not access and not moves:
             raise HTTPException(404, f"no object {bucket}/{key} in the analytics store")
         return {"bucket": bucket, "key": key, "placement": placement,

@@ -88,6 +88,7 @@ class PlanSummary(BaseModel):
     plan_id: str
     created_at: float
     method: str
+    catalogue_version: str | None = Field(None, description="price catalogue the plan's costs come from")
     candidates: int
     objective_usd: float
     lower_bound_usd: float | None = None

@@ -26,6 +26,7 @@ from schemas import tables as t
 
 HOT = ["aws:us-east-1:standard", "gcp:us-east1:standard"]
 ARCHIVE = ["aws:us-east-1:glacier-flexible", "azure:eastus:archive"]
+SAMPLE_CATALOGUE = "sample-catalogue-1"
 KEYS = ["plain.txt", "dir/sub/file with space.bin", "quote'key", "back\\slash", "ключ/данные"]
 
 
@@ -85,8 +86,9 @@ def build_records(bucket: str, plan_id: str, start: float,
     m2 = Move(move_id=f"{plan_id}-m2", plan_id=plan_id, bucket=bucket, key=failed, size=sizes[failed],
               from_locations=HOT, to_locations=[HOT[0], "azure:eastus:hot"], reason="diversity")
     out.append((topics.PLANS, plan_id.encode(), PlacementPlan(
-        plan_id=plan_id, created_at=start + 1500, method="milp-highs", candidates=5, objective_usd=1.5,
-        cost_before_usd_month=2.0, cost_after_usd_month=1.5, moves=[m1, m2]).model_dump_json().encode()))
+        plan_id=plan_id, created_at=start + 1500, method="milp-highs", catalogue_version=SAMPLE_CATALOGUE,
+        candidates=5, objective_usd=1.5, cost_before_usd_month=2.0, cost_after_usd_month=1.5,
+        moves=[m1, m2]).model_dump_json().encode()))
     for m in (m1, m2):  # the moves topic repeats the plan's moves: still one row per move
         emit(topics.MOVES, m.key, m)
     ts = start + 2000

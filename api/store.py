@@ -154,11 +154,11 @@ class ServerBackend:
         self._client.close()
 
 
-def _settings_clause(sql: str) -> str:
+def _settings_clause(sql: str, extra: Mapping[str, int] | None = None) -> str:
     if " SETTINGS " in sql.upper() or not sql.lstrip().upper().startswith(("SELECT", "WITH")):
         return sql
     return sql + " SETTINGS " + ", ".join(
-        f"{k} = {v if isinstance(v, int) else repr(v)}" for k, v in _OUTPUT_SETTINGS.items()
+        f"{k} = {v if isinstance(v, int) else repr(v)}" for k, v in {**_OUTPUT_SETTINGS, **(extra or {})}.items()
     )
 
 
@@ -210,8 +210,10 @@ class AnalyticsStore:
     def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self.backend.execute(sql, params or {})
 
-    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        raw = self.backend.execute(_settings_clause(sql), params or {})
+    def query(self, sql: str, params: Mapping[str, Any] | None = None,
+              settings: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+        """Rows as dicts. `settings`: integer query settings (fixed names from the caller's code, never input)."""
+        raw = self.backend.execute(_settings_clause(sql, settings), params or {})
         return [json.loads(line) for line in raw.splitlines() if line.strip()]
 
     def insert(self, table: str, rows: Iterable[Mapping[str, Any]]) -> int:

@@ -28,6 +28,8 @@ DEAD_LETTERS = "dead_letters"
 PLACEMENT_VERSIONS = "placement_versions"  # every catalog version of every object (history)
 OBJECT_HEAT_LATEST = "object_heat_latest"  # the newest heat snapshot per object
 ACCESS_HOURLY = "access_hourly"  # access rollup per object per hour
+# Serving: everything the API shows about one object, in one primary-key range (migration 3).
+OBJECT_TIMELINE = "object_timeline"
 COST_LEDGER = "cost_ledger"  # per location per day
 SLA_EVENTS = "sla_events"  # reads served from a location slower than the SLA, per object per hour
 # Reference data loaded from the price catalogue (replaced on every load).
@@ -49,6 +51,39 @@ TABLE_OF_TOPIC: dict[str, str] = {
 }
 
 _KAFKA_COLS = "_partition UInt16, _offset UInt64, _ingested_at DateTime DEFAULT now()"
+
+_TIMELINE_COLS = "bucket, key, kind, id, seq, ts, version, payload"
+# kind -> the SELECT of its object_timeline rows from its source table (used by a view and by the backfill).
+_TIMELINE_SOURCES: tuple[tuple[str, str], ...] = (
+    ("placement", f"""SELECT bucket, key, 'placement' AS kind, '' AS id, '' AS seq,
+        toFloat64(updated_at) AS ts, version,
+        formatRowNoNewline('JSONEachRow', bucket, key, version, replicas,
+                           toFloat64(updated_at) AS updated_at, deleted) AS payload
+        FROM {{db}}.{PLACEMENTS}"""),
+    ("heat", f"""SELECT bucket, key, 'heat' AS kind, toString(toDecimal64(as_of, 3)) AS id,
+        '' AS seq, toFloat64(as_of) AS ts, toUInt64(0) AS version,
+        formatRowNoNewline('JSONEachRow', toFloat64(as_of) AS as_of, read_heat, write_heat,
+                           reads, writes, p_hot) AS payload
+        FROM {{db}}.{OBJECT_HEAT}"""),
+    ("access", f"""SELECT bucket, key, 'access' AS kind, toString(toUnixTimestamp(hour)) AS id,
+        '' AS seq, toFloat64(toUnixTimestamp(hour)) AS ts,
+        toUInt64(toUnixTimestamp64Micro(computed_at)) AS version,
+        formatRowNoNewline('JSONEachRow', toFloat64(toUnixTimestamp(hour)) AS hour, gets, puts,
+                           heads, deletes, bytes_read, bytes_written) AS payload
+        FROM {{db}}.{ACCESS_HOURLY}"""),
+    ("move", f"""SELECT bucket, key, 'move' AS kind, move_id AS id, '' AS seq, 0.0 AS ts,
+        toUInt64(0) AS version,
+        formatRowNoNewline('JSONEachRow', move_id, plan_id, bucket, key, size, from_locations,
+                           to_locations, expected_saving_usd, transition_cost_usd, reason,
+                           expected_version) AS payload
+        FROM {{db}}.{MOVES}"""),
+    ("event", f"""SELECT bucket, key, 'event' AS kind, move_id AS id,
+        concat(toString(_partition), '/', toString(_offset)) AS seq, toFloat64(ts) AS ts,
+        _offset AS version,
+        formatRowNoNewline('JSONEachRow', move_id, state, toFloat64(ts) AS at,
+                           reason AS last_reason) AS payload
+        FROM {{db}}.{MOVE_EVENTS}"""),
+)
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (
@@ -173,6 +208,36 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 src String, dst String, usd_gb Float64, loaded_at DateTime64(6)
             ) ENGINE = ReplacingMergeTree(loaded_at)
             ORDER BY (src, dst)""",
+        ],
+    ),
+    (
+        2,
+        "plans.catalogue_version",
+        # Nullable: plans written before the field existed have none.
+        [f"ALTER TABLE {{db}}.{PLANS} ADD COLUMN IF NOT EXISTS catalogue_version Nullable(String) AFTER method"],
+    ),
+    (
+        3,
+        "object_timeline: one primary-key range per object for the object detail",
+        # Every row the object detail shows, pre-rendered as one JSON row, ordered by object: the detail is one
+        # point lookup instead of five (chDB spends ~1-2 ms of CPU per table read before it reads anything).
+        # The key of each kind is the key its source deduplicates on, so a redelivered row replaces itself and
+        # insert-triggered materialized views stay exact: placement (one per object, newest `version` wins),
+        # heat (per as_of), access (per hour, newest computed_at wins), move (per move_id), event (per Kafka
+        # coordinates; `id` = move_id so the latest event of each move is one LIMIT 1 BY away).
+        # TTLs follow the sources'.
+        [
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.{OBJECT_TIMELINE} (
+                bucket LowCardinality(String), key String, kind LowCardinality(String), id String, seq String,
+                ts Float64, version UInt64, payload String, _ingested_at DateTime DEFAULT now()
+            ) ENGINE = ReplacingMergeTree(version)
+            ORDER BY (bucket, key, kind, id, seq)
+            TTL _ingested_at + INTERVAL 180 DAY WHERE kind = 'heat',
+                _ingested_at + INTERVAL 730 DAY WHERE kind = 'access'""",
+            *[f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.{OBJECT_TIMELINE}_{kind}_mv
+                   TO {{db}}.{OBJECT_TIMELINE} AS {select}""" for kind, select in _TIMELINE_SOURCES],
+            # Backfill what was stored before the views existed (re-runnable: the same rows replace themselves).
+            *[f"INSERT INTO {{db}}.{OBJECT_TIMELINE} ({_TIMELINE_COLS}) {select}" for _, select in _TIMELINE_SOURCES],
         ],
     ),
 ]

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.ingest import run_ingest
-from api.sample import ARCHIVE, HOT, ApiDataset, publish_dataset
+from api.sample import ARCHIVE, HOT, SAMPLE_CATALOGUE, ApiDataset, publish_dataset
 from api.store import AnalyticsStore
 from dim.config import Settings
 from schemas import tables as t
@@ -41,7 +41,7 @@ def _object_url(ds: ApiDataset, key: str) -> str:
 def test_health(client):
     r = client.get("/health")
     assert r.status_code == 200
-    assert r.json()["status"] == "ok" and r.json()["schema_versions"] == [1]
+    assert r.json()["status"] == "ok" and r.json()["schema_versions"] == [v for v, _, _ in t.MIGRATIONS]
 
 
 def test_objects_pages_cover_every_object_once(client, populated):
@@ -107,6 +107,8 @@ def test_plans_and_moves(client, populated):
     plan = client.get(f"/plans/{ds.plan_id}").json()
     assert plan["moves"] == 2 and plan["move_statuses"] == {"deleted": 1, "failed": 1}
     assert plan["cost_before_usd_month"] == 2.0
+    assert plan["catalogue_version"] == SAMPLE_CATALOGUE  # migration 2: plans.catalogue_version is ingested
+    assert {p["plan_id"]: p["catalogue_version"] for p in plans}[ds.plan_id] == SAMPLE_CATALOGUE
     failed = client.get("/moves", params={"status": "failed", "plan_id": ds.plan_id}).json()["items"]
     assert [(m["key"], m["last_reason"]) for m in failed] == [(ds.failed_key, "checksum mismatch")]
     done = client.get("/moves", params={"status": "deleted", "bucket": ds.bucket}).json()["items"]

@@ -159,11 +159,57 @@ def test_sigkill_at_any_moment_then_restart_is_exact(stack_settings, tmp_path):
 def test_store_escapes_parameters_and_migrates_idempotently(tmp_path):
     s = Settings(stack={"data_dir": tmp_path}, clickhouse={"chdb_path": tmp_path / "chdb"})
     with AnalyticsStore.open(s) as store:
-        assert store.migrate() == [1]
+        assert store.migrate() == [v for v, _, _ in t.MIGRATIONS] == [1, 2, 3]
         assert store.migrate() == []
         for value in ["a\\nb", "a\nb", "tab\there", "x\\", "it's", "é€😀", "{b:String}", "\0z"]:
             got = store.query("SELECT {v:String} AS v", {"v": value})
             assert got == [{"v": value}], value
+
+
+def test_object_timeline_is_backfilled_when_an_older_store_migrates(tmp_path):
+    """A store written at schema version 1 gets migration 3's serving table filled from what it already holds,
+    and the views keep it current afterwards: the object detail is the same before and after."""
+    from api.ingest import insert_rows
+    from api.queries import object_detail
+    from api.rows import rows_of_record
+    from api.sample import build_records
+
+    s = Settings(stack={"data_dir": tmp_path}, clickhouse={"chdb_path": tmp_path / "chdb"})
+    records, ds = build_records("old-store", "old-plan", 1_700_000_000.0)
+    half = len(records) // 2
+    with AnalyticsStore.open(s) as store:
+        for stmt in t.bootstrap_statements(store.database):
+            store.command(stmt)
+        (_, desc, stmts), *_ = t.migration_statements(store.database)
+        for stmt in stmts:
+            store.command(stmt)
+        store.insert(t.SCHEMA_MIGRATIONS, [{"version": 1, "description": desc}])
+
+        def ingest(batch, first_offset):
+            rows: dict = {}
+            for i, (topic, _, value) in enumerate(batch):
+                for table, rs in rows_of_record(topic, 0, first_offset + i, value).items():
+                    rows.setdefault(table, []).extend(rs)
+            insert_rows(store, rows)
+
+        ingest(records[:half], 0)  # stored before the serving table existed
+        assert store.migrate() == [2, 3]
+        ingest(records[half:], half)  # stored through the views
+        ingest(records, 0)  # and everything redelivered
+        for key in ds.keys:
+            got = object_detail(store, ds.bucket, key, 100, 500)
+            placement = store.query(f"SELECT version FROM {store.table(t.PLACEMENTS)} FINAL "
+                                    "WHERE bucket = {b:String} AND key = {k:String}", {"b": ds.bucket, "k": key})
+            assert placement, key
+            assert got["placement"]["version"] == placement[0]["version"]
+            heat = store.query(
+                f"SELECT DISTINCT toFloat64(as_of) AS a FROM {store.table(t.OBJECT_HEAT)} "
+                "WHERE bucket = {b:String} AND key = {k:String} ORDER BY a", {"b": ds.bucket, "k": key})
+            assert [h["as_of"] for h in got["heat"]] == [h["a"] for h in heat]
+        moved = object_detail(store, ds.bucket, ds.moved_key, 100, 500)["moves"]
+        assert [(m["move_id"], m["status"]) for m in moved] == [("old-plan-m1", "deleted")]
+        failed = object_detail(store, ds.bucket, ds.failed_key, 100, 500)["moves"]
+        assert [(m["status"], m["last_reason"]) for m in failed] == [("failed", "checksum mismatch")]
 
 
 def test_sla_is_rejudged_when_the_placement_arrives_after_the_reads(tmp_path):
