@@ -9,7 +9,7 @@ from dim.config import Settings
 from flows.features import feature_names, object_features
 from flows.heat import HeatParams, HeatState
 from flows.labels import DelayedLabels
-from flows.model import FOREST, LOGREG, OnlineModel
+from flows.model import BINNED, FOREST, OnlineModel
 from flows.offline import run_offline
 
 H = 86400.0
@@ -61,12 +61,22 @@ def test_online_model_warms_up_then_serves_the_better_scoring_model():
     m = OnlineModel(seed=1, forest_fraction=1.0, warmup=50, window=500)
     rng = random.Random(0)
     assert m.predict({"a": 1.0}) is None
-    # A non-linear (XOR-like) concept: the forest should out-score the logistic regression.
+    # An XOR concept of two binned features: no additive model of bins fits it, the forest does.
     for _ in range(1500):
         a, b = rng.random(), rng.random()
-        m.learn({"a": a, "b": b}, (a > 0.5) != (b > 0.5))
-    assert m.selected == FOREST and m.scores[FOREST].get() < m.scores[LOGREG].get()
-    assert 0.0 <= m.predict({"a": 0.9, "b": 0.1}) <= 1.0
+        m.learn({"read_ratio_a": a, "write_share": b}, (a > 0.5) != (b > 0.5))
+    assert m.selected == FOREST and m.scores[FOREST].get() < m.scores[BINNED].get()
+    assert 0.0 <= m.predict({"read_ratio_a": 0.9, "write_share": 0.1}) <= 1.0
+
+
+def test_the_binned_logistic_regression_wins_an_additive_concept():
+    m = OnlineModel(seed=1, forest_fraction=1.0, warmup=50, window=500)
+    rng = random.Random(0)
+    # Additive and non-linear in each feature (a step in one, a bump in the other): what the bins model exactly.
+    for _ in range(4000):
+        a, b = rng.random(), rng.random()
+        m.learn({"read_ratio_a": a, "write_share": b}, rng.random() < (0.1 + 0.6 * (a > 0.7) + 0.25 * (0.3 < b < 0.6)))
+    assert m.selected == BINNED and m.scores[BINNED].get() < m.scores[FOREST].get()
 
 
 def test_offline_core_learns_from_delayed_labels_and_is_deterministic():
