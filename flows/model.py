@@ -41,10 +41,16 @@ def _bins_of(name: str) -> tuple[float, dict[int, str]] | None:
     return spec
 
 
+_UNSEEN = object()
+
+
 def one_hot_bins(x: dict[str, float]) -> dict[str, float]:
     out = {}
+    specs = _BINS_OF
     for name, value in x.items():
-        spec = _BINS_OF[name] if name in _BINS_OF else _bins_of(name)
+        spec = specs.get(name, _UNSEEN)
+        if spec is _UNSEEN:
+            spec = _bins_of(name)
         if spec is not None:
             width, names = spec
             b = int(value // width)

@@ -71,6 +71,9 @@ def test_the_flows_combined_heat_query_equals_the_separate_ones(events, query_of
     at = T0 + max(t for t, _, _ in events) + query_offset
     assert s.heats(P, at) == (s.read_heat(P, at), s.write_heat(P, at))  # exactly: the flow serves these
     assert HeatState(P).heats(P, at) == ([0.0] * 3, [0.0] * 3)
+    two = HeatParams(half_lives_s=(3600.0, 86400.0))  # the general path (the default three are unrolled)
+    s2 = build(events, two)
+    assert s2.heats(two, at) == (s2.read_heat(two, at), s2.write_heat(two, at))
 
 
 def test_idle_objects_cool_without_new_events():
