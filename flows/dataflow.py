@@ -114,12 +114,16 @@ class AccessSource(FixedPartitionedSource):
 
 # -- shard ----------------------------------------------------------------------------------------------------
 def encode_outputs(shard: ShardState, items: list, out: list[Record]) -> None:
+    # model_dump_json().encode() without the str round trip: pydantic's serializer writes the same JSON bytes.
+    to_json_candidate = Candidate.__pydantic_serializer__.to_json
+    to_json_heat = ObjectHeat.__pydantic_serializer__.to_json
+    object_key, append = topics.object_key, out.append
     for item in items:
-        if isinstance(item, Candidate):
-            out.append((topics.CANDIDATES, topics.object_key(item.bucket, item.key),
-                        item.model_dump_json().encode()))
-        elif isinstance(item, ObjectHeat):
-            out.append((topics.HEAT, topics.object_key(item.bucket, item.key), item.model_dump_json().encode()))
+        cls = type(item)
+        if cls is Candidate:
+            append((topics.CANDIDATES, object_key(item.bucket, item.key), to_json_candidate(item)))
+        elif cls is ObjectHeat:
+            append((topics.HEAT, object_key(item.bucket, item.key), to_json_heat(item)))
         else:  # pragma: no cover - the core only emits the two kinds above
             raise TypeError(f"unexpected output {type(item).__name__}")
 
