@@ -68,7 +68,9 @@ class Tables:
         return [np.ascontiguousarray(w.T) for w in self.weight]
 
 
-def tables(pb: Problem, cons: list[Constraint]) -> Tables:
+def tables(pb: Problem, cons: list[Constraint], weights: bool = True) -> Tables:
+    """The location-major tables; without `weights` (for passes at zero prices only) the (J, L+1, N) weight
+    array, 336 MB at a million objects, is not built."""
     N, L = pb.n, pb.n_locations
 
     def padded(a: np.ndarray, pad) -> np.ndarray:
@@ -77,8 +79,8 @@ def tables(pb: Problem, cons: list[Constraint]) -> Tables:
         out[L] = pad
         return out
 
-    weight = np.zeros((len(cons), L + 1, N))
-    for j, c in enumerate(cons):
+    weight = np.zeros((len(cons), L + 1, N) if weights else (len(cons), 0, N))
+    for j, c in enumerate(cons if weights else []):
         if c.kind == "cap":
             weight[j, c.loc] = pb.size
         elif c.kind == "bytes":

@@ -154,7 +154,7 @@ def solve_lagrangian(
     N, L = pb.n, pb.n_locations
     cons = coupling_constraints(pb)
     binaries = int(pb.allowed.sum())
-    tb = tables(pb, cons)
+    tb = tables(pb, cons, weights=False)  # zero prices only
     val0, best0, _ = full_pass(pb, tb, np.zeros(len(cons)))
     if N == 0 or not np.isfinite(val0).all():
         return _infeasible(pb, t0, binaries, "an object has no feasible replica set")
@@ -170,8 +170,8 @@ def solve_lagrangian(
             binaries=binaries,
             info={"rounds": 0, "prices": {}},
         )
-    use0 = set_usage(tb, best0)  # (J, N)
-    fixed = (use0 <= least_usage(pb, tb, cons)).all(axis=0)
+    use0 = set_usage(pb, cons, best0)  # (J, N)
+    fixed = (use0 <= least_usage(pb, cons)).all(axis=0)
     act = np.flatnonzero(~fixed)
     left = np.array([c.rhs for c in cons]) - use0[:, fixed].sum(axis=1)
     if act.size == 0:
@@ -215,29 +215,34 @@ def solve_lagrangian(
     return sol
 
 
-def set_usage(tb, locs: np.ndarray) -> np.ndarray:
-    """(J, N): what each object's replica set `locs` (N, R) uses of each coupling constraint."""
-    cols = np.arange(locs.shape[0])
-    out = np.zeros((tb.weight.shape[0], locs.shape[0]))
-    for j in range(tb.weight.shape[0]):
-        for r in range(locs.shape[1]):
-            out[j] += tb.weight[j][locs[:, r], cols]
+def set_usage(pb: Problem, cons, locs: np.ndarray) -> np.ndarray:
+    """(J, N): what each object's replica set `locs` (N, R, padded with L) uses of each coupling constraint."""
+    L = pb.n_locations
+    rows = np.arange(pb.n)[:, None]
+    valid = locs < L
+    at = np.minimum(locs, L - 1)
+    out = np.zeros((len(cons), pb.n))
+    for j, c in enumerate(cons):
+        if c.kind == "cap":
+            out[j] = pb.size * ((locs == c.loc).any(axis=1))
+        elif c.kind == "bytes":
+            out[j] = pb.size * (valid & ~pb.current[rows, at]).sum(axis=1)
+        else:
+            out[j] = np.where(valid, pb.transition_linear[rows, at], 0.0).sum(axis=1)
     return out
 
 
-def least_usage(pb: Problem, tb, cons) -> np.ndarray:
+def least_usage(pb: Problem, cons) -> np.ndarray:
     """(J, N): a lower bound on the least each object can use of each constraint with any feasible set. Zero
-    where the weights are non-negative (capacity, bytes copied); for transition dollars (a kept replica's weight
-    is minus its early-deletion charge) the sum of the rf smallest allowed weights."""
+    for capacity and bytes copied (non-negative weights); for transition dollars (a kept replica's weight is
+    minus its early-deletion charge) the sum of the rf smallest allowed weights."""
     out = np.zeros((len(cons), pb.n))
-    L = pb.n_locations
     for j, c in enumerate(cons):
-        w = tb.weight[j][:L]
-        if (w >= 0).all():
+        if c.kind != "usd" or (pb.transition_linear >= 0).all():
             continue
-        w = np.sort(np.where(tb.allowed[:L], w, np.inf), axis=0)
-        csum = np.cumsum(np.where(np.isfinite(w), w, 0.0), axis=0)
-        out[j] = csum[pb.rf - 1, np.arange(pb.n)]
+        w = np.sort(np.where(pb.allowed, pb.transition_linear, np.inf), axis=1)
+        csum = np.cumsum(np.where(np.isfinite(w), w, 0.0), axis=1)
+        out[j] = csum[np.arange(pb.n), pb.rf - 1]
     return out
 
 

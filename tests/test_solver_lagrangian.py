@@ -109,8 +109,10 @@ def test_presolve_fixes_only_objects_no_price_can_move():
     cons = en.coupling_constraints(pb)
     tb = en.tables(pb, cons)
     val0, best0, _ = en.full_pass(pb, tb, np.zeros(len(cons)))
-    use0 = lg.set_usage(tb, best0)
-    fixed = (use0 <= lg.least_usage(pb, tb, cons)).all(axis=0)
+    use0 = lg.set_usage(pb, cons, best0)
+    _, use_tables = en.evaluate_sets(pb, tb, best0[:, None, :])  # the same usage through the weight tables
+    assert np.allclose(use0, use_tables[:, :, 0], rtol=1e-12, atol=1e-18)
+    fixed = (use0 <= lg.least_usage(pb, cons)).all(axis=0)
     assert 0 < fixed.sum() < pb.n
     rng = np.random.default_rng(2)
     for _ in range(3):
