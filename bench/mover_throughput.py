@@ -163,6 +163,9 @@ def main() -> None:
         "baseline_small_obj_s": round(base_obj_s, 1),
         "baseline_peak_rss_mb": round(max(base_large["peak_rss_mb"], base_small["peak_rss_mb"]), 1),
         "large": f"{args.large_count}x{args.large_mb}MB", "small": f"{args.small_count}x{args.small_kb}KB",
+        # Store requests per small move (the baseline makes 2: one GET, one PUT); the catalog's read and
+        # compare-and-set are two of the mover's.
+        "small_requests_per_move": round(move_small["s3"].get("requests", 0) / args.small_count, 2),
         "moves_done": move_large["done"] + move_small["done"],
         "moves_failed": move_large["failed"] + move_small["failed"],
         "cores": os.cpu_count(),

@@ -145,7 +145,7 @@ class ReplicaStore:
         with self._lock:
             c = self._clients.get(endpoint)
             if c is None:
-                pool = self.m.concurrency * (self.m.part_concurrency + 1) + 8
+                pool = max(self.m.concurrency * (self.m.part_concurrency + 1), self.m.small_concurrency) + 8
                 c = s3_client(self.settings, endpoint=endpoint, attempts=1, max_pool_connections=pool,
                               connect_timeout=5, read_timeout=self.m.read_timeout_s)
                 if self.m.lite_client:
@@ -177,6 +177,7 @@ class ReplicaStore:
                 self.stats["breaker_waits"] += 1
                 self.sleep(wait)
             with guard.slots:
+                self.stats["requests"] += 1
                 if nbytes:
                     guard.bandwidth.acquire(nbytes)
                 try:
