@@ -155,3 +155,15 @@ def test_milp_optimum_equals_brute_force_with_coupling():
     assert sol.objective > solve_milp(random_problem(CAT, SolverSettings(), 3, seed=6)).objective + 1e-6
     lag = solve_lagrangian(pb)
     assert lag.lower_bound <= best * (1 + 1e-9) and lag.objective >= best * (1 - 1e-9)
+
+
+def test_time_limit_is_reported_and_solve_falls_back_to_staying_put():
+    from solver.solve import solve
+
+    pb = random_problem(CAT, SolverSettings(), 3000, seed=8, budget_fraction=0.02)
+    sol = solve_milp(pb, time_limit_s=1e-3)
+    assert sol.status == "time_limit"
+    assert not np.isfinite(sol.objective) or pb.violations(sol.chosen) == []
+    # the entry point never returns a plan worse than keeping the current placement
+    kept = solve(pb, SolverSettings(milp_max_objects=10_000, milp_time_limit_s=1e-3))
+    assert kept.objective <= pb.objective(pb.current) and pb.violations(kept.chosen) == []
