@@ -158,6 +158,8 @@ class MoverSettings(BaseModel):
     small_concurrency: int = 24
     # Moves deleting dropped replicas in the same bucket at the same time share one DeleteObjects request.
     batch_deletes: bool = True
+    # Kafka linger for move events and placements: fewer, bigger produce batches (Tansu stores each in S3).
+    events_linger_ms: int = 500
     part_size: int = 8 * 1024 * 1024
     journal_dir: Path | None = None  # default: <stack.data_dir>/journal
     dry_run: bool = False

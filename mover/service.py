@@ -79,8 +79,10 @@ class Mover:
     def __init__(self, settings: Settings, on_bytes: Callable[[int], None] | None = None, producer=None,
                  after_event=None):
         self.settings = settings
-        # Bigger batches: Tansu writes each produce batch to S3, so many tiny batches make flushes slow.
-        self.producer = producer or kafka.producer(settings, **{"linger.ms": 50})
+        # Bigger batches: Tansu writes each produce batch into the object store the mover copies through, so
+        # small batches cost store requests the moves need (see docs/mover.md). Events may wait this long;
+        # the journal, not the topic, is what recovery trusts, and every batch ends with a flush.
+        self.producer = producer or kafka.producer(settings, **{"linger.ms": settings.mover.events_linger_ms})
         self.store = ReplicaStore(settings)
         self.journal = MoveJournal(settings, producer=self.producer)
         self.executor = MoveExecutor(settings, self.journal, self.store, producer=self.producer,
