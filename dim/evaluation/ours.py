@@ -11,7 +11,6 @@ and the plan's moves are applied at once (the mover is assumed to finish within 
 from __future__ import annotations
 
 import dataclasses
-import math
 import zlib
 
 import numpy as np
@@ -65,8 +64,7 @@ class Ours(Policy):
     name = "ours"
 
     def __init__(self, settings: Settings, catalogue: Catalogue, workload: Workload, shards: int | None = None,
-                 workers: int = 2, chunk: int = 1000, refresh_days: tuple[float, ...] = (), progress: bool = False):
-        self.refresh_days = tuple(refresh_days)
+                 workers: int = 2, chunk: int = 1000, progress: bool = False):
         self.progress = progress
         # The Lagrangian method for every batch: exact without coupling constraints (per-object enumeration) and
         # fast; the live service picks the MILP for small batches, which has the same optimum.
@@ -98,7 +96,7 @@ class Ours(Policy):
         groups = [sorted(g) for g in groups if g]
         shard_of = shard_of.tolist()
         jobs = [(self.settings, g, names, shard_of, w.size, w.ev_time, w.ev_obj, w.ev_op,
-                 (w.t0, w.slot_s, self.refresh_days), self.progress and k == 0) for k, g in enumerate(groups)]
+                 self.progress and k == 0) for k, g in enumerate(groups)]
         if len(jobs) == 1:
             results = [shard_group(jobs[0])]
         else:
@@ -158,7 +156,7 @@ class Ours(Policy):
 def shard_group(args) -> list[Candidate]:
     """Worker: run the events of the objects on shards `shard_ids` through fresh ShardStates (flows.shard with
     flows.predict's model, one per shard, seeded by shard id as in the live flow); the candidates, in order."""
-    settings, shard_ids, names, shard_of, size, ev_time, ev_obj, ev_op, (t0, slot_s, refresh_days), progress = args
+    settings, shard_ids, names, shard_of, size, ev_time, ev_obj, ev_op, progress = args
     from flows.shard import FlowParams, ShardState
 
     # ObjectHeat snapshots feed dashboards, not the planner: skip them (heat_interval 0 = never).
@@ -166,11 +164,6 @@ def shard_group(args) -> list[Candidate]:
     shards = {p: ShardState(params, make_predictor(settings, p)) for p in shard_ids}
     mine = np.flatnonzero(np.isin(np.asarray(shard_of)[ev_obj], shard_ids))
     out: list = []
-    refresher = None
-    if refresh_days:
-        from dim.evaluation.refresh import ColdRefresher
-
-        refresher = ColdRefresher(shards, names, shard_of, t0, slot_s, refresh_days)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -179,13 +172,9 @@ def shard_group(args) -> list[Candidate]:
     for n, (t, i, op) in enumerate(zip(ev_time[mine].tolist(), ev_obj[mine].tolist(), ev_op[mine].tolist())):
         if bar is not None and n % 20_000 == 0:
             bar.update(min(20_000, len(mine) - n))
-        if refresher is not None:
-            refresher.before_event(t, i, out)
         sz = int(size[i])
         nbytes = sz if op <= 1 else 0  # GET and PUT transfer the object (dim.producers.to_event)
         shards[shard_of[i]].on_event(names[i], t, OPS[op], nbytes, sz, out)
     if bar is not None:
         bar.close()
-    if refresher is not None:
-        refresher.until(math.inf, out)
     return [c for c in out if isinstance(c, Candidate)]

@@ -27,7 +27,6 @@ from solver.catalogue import TIER_CLASSES, Catalogue, load_catalogue
 from solver.costs import LocationArrays
 
 POLICIES = ("all_hot", "lifecycle", "intelligent_tiering", "autoclass", "seed_rf", "ours", "hindsight")
-EXPERIMENTS = ("ours_refresh",)  # accepted by --policies, not run by default
 
 
 def make_policies(names, settings: Settings, catalogue: Catalogue, workload: Workload, ladder: Ladder,
@@ -48,13 +47,6 @@ def make_policies(names, settings: Settings, catalogue: Catalogue, workload: Wor
             from dim.evaluation.ours import Ours
 
             out.append(Ours(settings, catalogue, workload, shards=shards, workers=workers, progress=progress))
-        elif name == "ours_refresh":  # experiment: see dim/evaluation/refresh.py
-            from dim.evaluation.ours import Ours
-
-            pol = Ours(settings, catalogue, workload, shards=shards, workers=workers,
-                       refresh_days=(1, 2, 4, 8, 16, 32, 64), progress=progress)
-            pol.name = "ours_refresh"
-            out.append(pol)
         elif name == "hindsight":
             from dim.evaluation.hindsight import Hindsight
 
