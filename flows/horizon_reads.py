@@ -5,7 +5,9 @@ it needs is E[reads in (t, t + H] | what the flow knows at t]. Scaling the decay
 to H is wrong in both directions on real traces: right after a read it extrapolates a burst over a month (a
 one-hit object "expects" ~20 reads), and after a week idle it says ~0 while such objects are still read again.
 
-So each shard estimates it from its own history, grouped by state = (reads so far, idle time):
+So each shard estimates it from its own history, grouped by state = (activity, idle time), where activity = the
+object's reads decayed to its last access with the flow's longest half-life (recent reads count, old ones fade:
+an object back after a month idle looks like a new one, not like one read twice in a day):
 - an *observation* is the state of a sampled object when the shard evaluates it (sampling by a hash of the key,
   so the estimate is a function of the shard's event sequence, identical for any worker count and after recovery);
 - its reads are counted per *development period* after the observation ([0, 1 d), [1 d, 3 d), ... up to H), by
@@ -17,7 +19,7 @@ A period with too few complete observations (early in a run) extrapolates the la
 decayed in proportion to 1 / idle age (the heavy-tailed re-access gaps of cache traces: the longer an object has
 been idle, the slower it returns; carrying the rate forward undecayed turned a one-day read burst into ~100
 expected reads a month); a state with no complete first period borrows the estimate of the next-shorter idle time
-of the same read count (more reads: conservative); with none at all, `estimate` returns None and the caller falls
+of the same activity (more reads: conservative); with none at all, `estimate` returns None and the caller falls
 back to the heat.
 """
 
@@ -27,13 +29,13 @@ import hashlib
 import heapq
 
 SECONDS_PER_DAY = 86_400.0
-READ_BUCKETS = (2, 3, 6, 21)  # reads so far: 1, 2, 3-5, 6-20, > 20 (0 = never read goes with 1)
+ACTIVITY_BUCKETS = (1.5, 2.5, 5.5, 20.5)  # ~ 1, 2, 3-5, 6-20, > 20 recent reads
 
 
-def read_bucket(reads: int) -> int:
+def activity_bucket(activity: float) -> int:
     b = 0
-    for edge in READ_BUCKETS:
-        if reads >= edge:
+    for edge in ACTIVITY_BUCKETS:
+        if activity >= edge:
             b += 1
     return b
 
@@ -53,7 +55,7 @@ def period_ends(horizon_s: float, steps_s: tuple[float, ...]) -> tuple[float, ..
 
 
 class HorizonReads:
-    """Chain-ladder estimate of reads over `horizon_s` per (read bucket, idle bucket); see the module docstring."""
+    """Chain-ladder estimate of reads over `horizon_s` per (activity bucket, idle bucket); see the module docstring."""
 
     def __init__(self, horizon_s: float, idle_steps_s: tuple[float, ...], sample_every: int = 2,
                  min_count: int = 100):
@@ -62,15 +64,15 @@ class HorizonReads:
         self.ends = period_ends(horizon_s, self.steps_s)
         self.sample_every = max(1, int(sample_every))
         self.min_count = min_count
-        n_states = (len(READ_BUCKETS) + 1) * (len(self.steps_s) + 1)
+        n_states = (len(ACTIVITY_BUCKETS) + 1) * (len(self.steps_s) + 1)
         self.reads_sum = [[0] * len(self.ends) for _ in range(n_states)]
         self.complete = [[0] * len(self.ends) for _ in range(n_states)]
         # (checkpoint time, key, observed at, state, period, reads counter at the period's start)
         self.pending: list[tuple[float, str, float, int, int, int]] = []
         self._cache: dict[int, float | None] = {}
 
-    def state(self, reads: int, idle_s: float) -> int:
-        return read_bucket(reads) * (len(self.steps_s) + 1) + idle_bucket(idle_s, self.steps_s)
+    def state(self, activity: float, idle_s: float) -> int:
+        return activity_bucket(activity) * (len(self.steps_s) + 1) + idle_bucket(idle_s, self.steps_s)
 
     def sampled(self, key: str) -> bool:
         # Not CRC32: the partitioner routes keys by CRC32, and CRC32 is affine, so a CRC32 sample would be
@@ -78,9 +80,10 @@ class HorizonReads:
         digest = hashlib.blake2b(key.encode(), digest_size=8, person=b"horizon-reads").digest()
         return int.from_bytes(digest, "little") % self.sample_every == 0
 
-    def observe(self, key: str, at: float, reads: int, idle_s: float) -> None:
-        """An evaluation of object `key` at `at` (caller checks `sampled`); its reads are followed from now on."""
-        heapq.heappush(self.pending, (at + self.ends[0], key, at, self.state(reads, idle_s), 0, reads))
+    def observe(self, key: str, at: float, activity: float, idle_s: float, reads: int) -> None:
+        """An evaluation of object `key` at `at` (caller checks `sampled`) in state (activity, idle_s); `reads`:
+        its reads counter now. Its reads are followed from now on."""
+        heapq.heappush(self.pending, (at + self.ends[0], key, at, self.state(activity, idle_s), 0, reads))
 
     def advance(self, clock: float, reads_of) -> None:
         """Close every development period that ended by `clock`; `reads_of(key)` is the object's reads counter."""
@@ -97,10 +100,10 @@ class HorizonReads:
         if changed:
             self._cache.clear()
 
-    def estimate(self, reads: int, idle_s: float) -> float | None:
-        """E[reads in the next horizon_s] for an object with `reads` reads so far, idle for `idle_s`; None if the
-        shard has not seen enough yet."""
-        st = self.state(reads, idle_s)
+    def estimate(self, activity: float, idle_s: float) -> float | None:
+        """E[reads in the next horizon_s] for an object of this activity, idle for `idle_s`; None if the shard has
+        not seen enough yet."""
+        st = self.state(activity, idle_s)
         if st not in self._cache:
             self._cache[st] = self._estimate(st)
         return self._cache[st]

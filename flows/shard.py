@@ -209,12 +209,17 @@ class ShardState:
         rec.eval_due = False
         return rec.p_hot, self._planning_reads(rec, at, mu), rh, wh
 
+    def _activity(self, rec: ObjectRecord) -> float:
+        """Reads decayed to the last access with the longest half-life (flows.horizon_reads' activity)."""
+        h = self.params.heat
+        return max(rec.read_heat(h, rec.last_access))  # the longest half-life decays least: the largest
+
     def _planning_reads(self, rec: ObjectRecord, at: float, heat_mu: float) -> float:
         """Expected reads per `horizon_s`, averaged over the planning horizon (so the solver's linear scaling to
         its horizon gives the calibrated total); the heat's `heat_mu` until the calibration has an estimate."""
         if rec.gone:
             return 0.0
-        e = self.horizon_reads.estimate(rec.reads, at - rec.last_access)
+        e = self.horizon_reads.estimate(self._activity(rec), at - rec.last_access)
         if e is None:
             return heat_mu
         return e * self.params.horizon_s / self.params.planning_horizon_s
@@ -238,7 +243,7 @@ class ShardState:
             return
         sampled = self.horizon_reads.sampled(key)
         if sampled:
-            self.horizon_reads.observe(key, at, rec.reads, at - la)
+            self.horizon_reads.observe(key, at, self._activity(rec), at - la, rec.reads)
         if (sampled or rec.size >= self.params.recheck_min_bytes) and self.params.idle_recheck_s:
             self.idle_since[key] = la
             heapq.heappush(self.idle_due, (la + self.params.idle_recheck_s[0], key, la))
@@ -255,7 +260,7 @@ class ShardState:
                 continue
             idle = at - la
             if self.horizon_reads.sampled(key):
-                self.horizon_reads.observe(key, at, rec.reads, idle)
+                self.horizon_reads.observe(key, at, self._activity(rec), idle, rec.reads)
             if rec.size >= p.recheck_min_bytes and rec.outlook != HOT:
                 evaluation = self._evaluate_idle(rec, at)
                 if evaluation[0] <= p.cold_threshold:
