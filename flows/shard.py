@@ -138,9 +138,13 @@ class ShardState:
         self.dead_letters = 0
         self.horizon_reads = HorizonReads(params.planning_horizon_s, params.idle_recheck_s,
                                           params.reads_sample_every, params.reads_min_count)
-        # (due time, key, last access) of idle re-checks; idle_since[key] = the last access its chain follows
+        # (due time, key, last access) of idle re-checks, at most one per object (idle_queued);
+        # idle_since[key] = the last access its chain follows; observed_at[key] = its last calibration observation
         self.idle_due: list[tuple[float, str, float]] = []
+        self.idle_queued: dict[str, float] = {}
         self.idle_since: dict[str, float] = {}
+        self.observed_at: dict[str, float] = {}
+        self._slowest = max(range(len(params.heat.half_lives_s)), key=params.heat.half_lives_s.__getitem__)
 
     # -- input --------------------------------------------------------------------------------------------
     def on_event(self, key: str, t: float, op: str, nbytes: int, object_size: int, out: list) -> None:
@@ -207,19 +211,20 @@ class ShardState:
         rec.p_hot = self.predictor.on_evaluate(self, key, rec, at, mu, rh, wh)
         rec.next_eval = at + p.eval_interval_s
         rec.eval_due = False
-        return rec.p_hot, self._planning_reads(rec, at, mu), rh, wh
+        return rec.p_hot, self._planning_reads(rec, at, mu, rh), rh, wh
 
-    def _activity(self, rec: ObjectRecord) -> float:
-        """Reads decayed to the last access with the longest half-life (flows.horizon_reads' activity)."""
-        h = self.params.heat
-        return max(rec.read_heat(h, rec.last_access))  # the longest half-life decays least: the largest
+    def _activity(self, rec: ObjectRecord, at: float, rh: list[float]) -> float:
+        """Reads decayed to the last access with the longest half-life (flows.horizon_reads' activity), from the
+        read heat `rh` at `at`."""
+        i = self._slowest
+        return rh[i] * math.exp(self.params.heat.lambdas[i] * (at - rec.last_access))
 
-    def _planning_reads(self, rec: ObjectRecord, at: float, heat_mu: float) -> float:
+    def _planning_reads(self, rec: ObjectRecord, at: float, heat_mu: float, rh: list[float]) -> float:
         """Expected reads per `horizon_s`, averaged over the planning horizon (so the solver's linear scaling to
         its horizon gives the calibrated total); the heat's `heat_mu` until the calibration has an estimate."""
         if rec.gone:
             return 0.0
-        e = self.horizon_reads.estimate(self._activity(rec), at - rec.last_access)
+        e = self.horizon_reads.estimate(self._activity(rec, at, rh), at - rec.last_access)
         if e is None:
             return heat_mu
         return e * self.params.horizon_s / self.params.planning_horizon_s
@@ -233,52 +238,73 @@ class ShardState:
         elif p_hot <= p.cold_threshold and rec.outlook != COLD:
             self.hot.discard(key)
             self._emit(key, rec, at, COLD, evaluation, out)
-        self._follow_idle(key, rec, at)
+        self._follow_idle(key, rec, at, evaluation[2])
 
-    def _follow_idle(self, key: str, rec: ObjectRecord, at: float) -> None:
-        """After an access: an observation for the calibration (sampled objects) and, for objects big enough to
-        move, a chain of idle re-checks (one chain per last access, however often the object is evaluated)."""
+    def _follow_idle(self, key: str, rec: ObjectRecord, at: float, rh: list[float]) -> None:
+        """After an access: an observation for the calibration (sampled objects, at most one per object per
+        first development period, so busy objects do not crowd out the others) and, for objects big enough to
+        move, a chain of idle re-checks (one per last access, however often the object is evaluated)."""
         la = rec.last_access
         if self.idle_since.get(key) == la:
             return
-        sampled = self.horizon_reads.sampled(key)
-        if sampled:
-            self.horizon_reads.observe(key, at, self._activity(rec), at - la, rec.reads)
-        if (sampled or rec.size >= self.params.recheck_min_bytes) and self.params.idle_recheck_s:
-            self.idle_since[key] = la
-            heapq.heappush(self.idle_due, (la + self.params.idle_recheck_s[0], key, la))
+        self.idle_since[key] = la
+        hr = self.horizon_reads
+        sampled = hr.sampled(key)
+        if sampled and at - self.observed_at.get(key, -math.inf) >= hr.ends[0]:
+            self.observed_at[key] = at
+            hr.observe(key, at, self._activity(rec, at, rh), at - la, rec.reads)
+        steps = self.params.idle_recheck_s
+        if (sampled or rec.size >= self.params.recheck_min_bytes) and steps:
+            # one live re-check per object (idle_queued[key] = its due time): a later one made stale by this access
+            # is superseded, an earlier one is moved on when it is due
+            due = la + steps[0]
+            if self.idle_queued.get(key, math.inf) > due:
+                self.idle_queued[key] = due
+                heapq.heappush(self.idle_due, (due, key, la))
 
     def _recheck_idle(self, at: float, out: list) -> None:
         """Idle re-checks due by `at`: observe sampled objects, offer idle ones to the solver as "cold" with the
         reads expected at their idle time, schedule the next step. Objects accessed since are followed by the
         chain of their newer access, and "hot" ones by the sweep."""
-        p, due = self.params, self.idle_due
+        p, due, h = self.params, self.idle_due, self.params.heat
         while due and due[0][0] <= at:
-            _, key, la = heapq.heappop(due)
+            when, key, la = heapq.heappop(due)
+            if self.idle_queued.get(key) != when:  # superseded by an earlier re-check
+                continue
             rec = self.objects[key]
-            if rec.gone or rec.last_access != la or self.idle_since.get(key) != la:
+            current = self.idle_since.get(key)
+            if rec.gone or current is None:
+                del self.idle_queued[key]
+                continue
+            if current != la:  # accessed since: follow the newer access
+                self.idle_queued[key] = current + p.idle_recheck_s[0]
+                heapq.heappush(due, (current + p.idle_recheck_s[0], key, current))
                 continue
             idle = at - la
+            rh = rec.read_heat(h, at)
             if self.horizon_reads.sampled(key):
-                self.horizon_reads.observe(key, at, self._activity(rec), idle, rec.reads)
+                self.observed_at[key] = at
+                self.horizon_reads.observe(key, at, self._activity(rec, at, rh), idle, rec.reads)
             if rec.size >= p.recheck_min_bytes and rec.outlook != HOT:
-                evaluation = self._evaluate_idle(rec, at)
+                evaluation = self._evaluate_idle(rec, at, rh)
                 if evaluation[0] <= p.cold_threshold:
                     self._emit(key, rec, at, COLD, evaluation, out)
             nxt = next((s for s in p.idle_recheck_s if la + s > at), None)
             if nxt is None:
-                del self.idle_since[key]
+                del self.idle_queued[key]
             else:
+                self.idle_queued[key] = la + nxt
                 heapq.heappush(due, (la + nxt, key, la))
 
-    def _evaluate_idle(self, rec: ObjectRecord, at: float) -> tuple[float, float, list[float], list[float]]:
+    def _evaluate_idle(self, rec: ObjectRecord, at: float,
+                       rh: list[float]) -> tuple[float, float, list[float], list[float]]:
         """An idle re-check's evaluation: the heat prior for p_hot (the object has had no event since the model's
         last evaluation of it; the re-check is about reads over the planning horizon, not the next `horizon_s`)."""
         p, h = self.params, self.params.heat
-        rh, wh = rec.read_heat(h, at), rec.write_heat(h, at)
+        wh = rec.write_heat(h, at)
         mu = expected_reads(h, rec, at, p.horizon_s, rh)
         rec.p_hot = poisson_at_least(mu, p.hot_reads)
-        return rec.p_hot, self._planning_reads(rec, at, mu), rh, wh
+        return rec.p_hot, self._planning_reads(rec, at, mu, rh), rh, wh
 
     def _sweep(self, out: list) -> None:
         at = self.clock
