@@ -90,6 +90,16 @@ class FlowSettings(BaseModel):
     eval_interval_s: float = 3600.0
     sweep_interval_s: float = 6 * 3600.0
     heat_interval_s: float = 86400.0
+    # Idle re-checks (docs/flows.md "Decisions"): an idle object is offered to the solver again when its idle time
+    # reaches each of these days, with the reads expected over the solver's planning horizon at that idle time
+    # (calibrated per shard on 1 in `reads_sample_every` objects, `reads_min_count` complete observations per
+    # estimate). Objects below `recheck_min_bytes` are not re-checked: at catalogue 2026-11-22.1 prices no tier
+    # change of an object under ~1 MB pays its PUT back within a 30-day horizon (cheapest: $0.01/1k PUT for
+    # $0.0105/GB-month saved), so the solver would only say "stay".
+    idle_recheck_days: list[float] = Field(default_factory=lambda: [1.0, 3.0, 7.0, 14.0, 30.0, 60.0])
+    recheck_min_bytes: int = 1_000_000
+    reads_sample_every: int = 2
+    reads_min_count: int = 100
     # Max records the source hands to the flow per poll of one partition.
     source_batch_size: int = 5000
     # p_hot model (flows/model.py): the forest learns from this share of labelled predictions; the model serves

@@ -8,9 +8,16 @@ and lets a recovered run reproduce an uninterrupted one.
 Per event: heat update; "new"/"gone" candidates on creation/deletion; at most once per object per
 `eval_interval_s` of event time an evaluation (p_hot, expected reads) with hysteresis; the prediction is queued for
 its delayed label. When the shard clock (max event time seen) crosses a multiple of `sweep_interval_s`, the
-objects whose last outlook was "hot" are re-evaluated so idle ones cool into "cold" candidates; when it crosses a
-multiple of `heat_interval_s`, an ObjectHeat snapshot of every object touched since the last one is emitted.
-`finish()` (end of a bounded run) evaluates every object at the shard clock.
+objects whose last outlook was "hot" are re-evaluated so idle ones cool into "cold" candidates, and idle objects
+are re-checked when their idle time reaches each of `idle_recheck_s` (1, 3, 7, ... days): a "cold" candidate with
+the reads expected at that idle time lets the solver move an object down once - and only once - its expected
+reads no longer pay for a hot tier (objects too small for any tier change to pay are not re-checked); when it
+crosses a multiple of `heat_interval_s`, an ObjectHeat snapshot of every object touched since the last one is
+emitted. `finish()` (end of a bounded run) evaluates every object at the shard clock.
+
+Candidate.expected_reads is the mean over the solver's planning horizon (per `horizon_s`), estimated from the
+shard's own past by flows.horizon_reads (chain ladder over (reads so far, idle time)); the heat's extrapolation
+(flows.heat.expected_reads) only until the shard has seen enough, and as the p_hot prior.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import operator
 from dataclasses import dataclass, field
 
 from flows.heat import HeatParams, HeatState, expected_reads, heat_dict, poisson_at_least
+from flows.horizon_reads import HorizonReads
 from schemas import Candidate, ObjectHeat
 
 HOT, COLD, NEW, GONE = "hot", "cold", "new", "gone"
@@ -36,12 +44,22 @@ class FlowParams:
     eval_interval_s: float = 3600.0
     sweep_interval_s: float = 6 * 3600.0
     heat_interval_s: float = 86400.0
+    # Decision fields (docs/flows.md "Decisions"): the solver's planning horizon, over which expected reads are
+    # estimated; idle times at which an idle object is re-checked; the smallest object worth re-checking;
+    # the calibration's sampling (1 in n objects) and minimum complete observations per estimate.
+    planning_horizon_s: float = 30 * 86400.0
+    idle_recheck_s: tuple[float, ...] = tuple(d * 86400.0 for d in (1, 3, 7, 14, 30, 60))
+    recheck_min_bytes: int = 1_000_000
+    reads_sample_every: int = 2
+    reads_min_count: int = 100
 
     def __post_init__(self) -> None:
         if not 0 <= self.cold_threshold < self.hot_threshold <= 1:
             raise ValueError("need 0 <= cold_threshold < hot_threshold <= 1 (hysteresis band)")
         if self.horizon_s <= 0 or self.eval_interval_s < 0:
             raise ValueError("horizon_s must be > 0 and eval_interval_s >= 0")
+        if self.planning_horizon_s <= 0 or list(self.idle_recheck_s) != sorted(set(self.idle_recheck_s)):
+            raise ValueError("planning_horizon_s must be > 0 and idle_recheck_s increasing")
 
     @classmethod
     def from_settings(cls, settings) -> FlowParams:
@@ -55,6 +73,11 @@ class FlowParams:
             eval_interval_s=f.eval_interval_s,
             sweep_interval_s=f.sweep_interval_s,
             heat_interval_s=f.heat_interval_s,
+            planning_horizon_s=settings.solver.planning_horizon_days * 86400.0,
+            idle_recheck_s=tuple(d * 86400.0 for d in f.idle_recheck_days),
+            recheck_min_bytes=f.recheck_min_bytes,
+            reads_sample_every=f.reads_sample_every,
+            reads_min_count=f.reads_min_count,
         )
 
 
@@ -118,6 +141,15 @@ class ShardState:
         self.events = 0
         self.late_events = 0
         self.dead_letters = 0
+        self.horizon_reads = HorizonReads(params.planning_horizon_s, params.idle_recheck_s,
+                                          params.reads_sample_every, params.reads_min_count)
+        # (due time, key, last access) of idle re-checks, at most one per object (idle_queued);
+        # idle_since[key] = the last access its chain follows; observed_at[key] = its last calibration observation
+        self.idle_due: list[tuple[float, str, float]] = []
+        self.idle_queued: dict[str, float] = {}
+        self.idle_since: dict[str, float] = {}
+        self.observed_at: dict[str, float] = {}
+        self._slowest = max(range(len(params.heat.half_lives_s)), key=params.heat.half_lives_s.__getitem__)
 
     # -- input --------------------------------------------------------------------------------------------
     def on_event(self, key: str, t: float, op: str, nbytes: int, object_size: int, out: list) -> None:
@@ -192,7 +224,23 @@ class ShardState:
         rec.p_hot = self.predictor.on_evaluate(self, key, rec, at, mu, rh, wh)
         rec.next_eval = at + p.eval_interval_s
         rec.eval_due = False
-        return rec.p_hot, mu, rh, wh
+        return rec.p_hot, self._planning_reads(rec, at, mu, rh), rh, wh
+
+    def _activity(self, rec: ObjectRecord, at: float, rh: list[float]) -> float:
+        """Reads decayed to the last access with the longest half-life (flows.horizon_reads' activity), from the
+        read heat `rh` at `at`."""
+        i = self._slowest
+        return rh[i] * math.exp(self.params.heat.lambdas[i] * (at - rec.last_access))
+
+    def _planning_reads(self, rec: ObjectRecord, at: float, heat_mu: float, rh: list[float]) -> float:
+        """Expected reads per `horizon_s`, averaged over the planning horizon (so the solver's linear scaling to
+        its horizon gives the calibrated total); the heat's `heat_mu` until the calibration has an estimate."""
+        if rec.gone:
+            return 0.0
+        e = self.horizon_reads.estimate(self._activity(rec, at, rh), at - rec.last_access)
+        if e is None:
+            return heat_mu
+        return e * self.params.horizon_s / self.params.planning_horizon_s
 
     def _consider(self, key: str, rec: ObjectRecord, at: float, out: list) -> None:
         evaluation = self._evaluate(key, rec, at)
@@ -203,6 +251,73 @@ class ShardState:
         elif p_hot <= p.cold_threshold and rec.outlook != COLD:
             self.hot.discard(key)
             self._emit(key, rec, at, COLD, evaluation, out)
+        self._follow_idle(key, rec, at, evaluation[2])
+
+    def _follow_idle(self, key: str, rec: ObjectRecord, at: float, rh: list[float]) -> None:
+        """After an access: an observation for the calibration (sampled objects, at most one per object per
+        first development period, so busy objects do not crowd out the others) and, for objects big enough to
+        move, a chain of idle re-checks (one per last access, however often the object is evaluated)."""
+        la = rec.last_access
+        if self.idle_since.get(key) == la:
+            return
+        self.idle_since[key] = la
+        hr = self.horizon_reads
+        sampled = hr.sampled(key)
+        if sampled and at - self.observed_at.get(key, -math.inf) >= hr.ends[0]:
+            self.observed_at[key] = at
+            hr.observe(key, at, self._activity(rec, at, rh), at - la, rec.reads)
+        steps = self.params.idle_recheck_s
+        if (sampled or rec.size >= self.params.recheck_min_bytes) and steps:
+            # one live re-check per object (idle_queued[key] = its due time): a later one made stale by this access
+            # is superseded, an earlier one is moved on when it is due
+            due = la + steps[0]
+            if self.idle_queued.get(key, math.inf) > due:
+                self.idle_queued[key] = due
+                heapq.heappush(self.idle_due, (due, key, la))
+
+    def _recheck_idle(self, at: float, out: list) -> None:
+        """Idle re-checks due by `at`: observe sampled objects, offer idle ones to the solver as "cold" with the
+        reads expected at their idle time, schedule the next step. Objects accessed since are followed by the
+        chain of their newer access, and "hot" ones by the sweep."""
+        p, due, h = self.params, self.idle_due, self.params.heat
+        while due and due[0][0] <= at:
+            when, key, la = heapq.heappop(due)
+            if self.idle_queued.get(key) != when:  # superseded by an earlier re-check
+                continue
+            rec = self.objects[key]
+            current = self.idle_since.get(key)
+            if rec.gone or current is None:
+                del self.idle_queued[key]
+                continue
+            if current != la:  # accessed since: follow the newer access
+                self.idle_queued[key] = current + p.idle_recheck_s[0]
+                heapq.heappush(due, (current + p.idle_recheck_s[0], key, current))
+                continue
+            idle = at - la
+            rh = rec.read_heat(h, at)
+            if self.horizon_reads.sampled(key):
+                self.observed_at[key] = at
+                self.horizon_reads.observe(key, at, self._activity(rec, at, rh), idle, rec.reads)
+            if rec.size >= p.recheck_min_bytes and rec.outlook != HOT:
+                evaluation = self._evaluate_idle(rec, at, rh)
+                if evaluation[0] <= p.cold_threshold:
+                    self._emit(key, rec, at, COLD, evaluation, out)
+            nxt = next((s for s in p.idle_recheck_s if la + s > at), None)
+            if nxt is None:
+                del self.idle_queued[key]
+            else:
+                self.idle_queued[key] = la + nxt
+                heapq.heappush(due, (la + nxt, key, la))
+
+    def _evaluate_idle(self, rec: ObjectRecord, at: float,
+                       rh: list[float]) -> tuple[float, float, list[float], list[float]]:
+        """An idle re-check's evaluation: the heat prior for p_hot (the object has had no event since the model's
+        last evaluation of it; the re-check is about reads over the planning horizon, not the next `horizon_s`)."""
+        p, h = self.params, self.params.heat
+        wh = rec.write_heat(h, at)
+        mu = expected_reads(h, rec, at, p.horizon_s, rh)
+        rec.p_hot = poisson_at_least(mu, p.hot_reads)
+        return rec.p_hot, self._planning_reads(rec, at, mu, rh), rh, wh
 
     def _sweep(self, out: list) -> None:
         at = self.clock
@@ -210,6 +325,9 @@ class ShardState:
             rec = self.objects[key]
             if rec.last_access < at:  # objects accessed at `at` were just evaluated by their event
                 self._consider(key, rec, at, out)
+        objects = self.objects
+        self.horizon_reads.advance(at, lambda k: objects[k].reads)
+        self._recheck_idle(at, out)
         self.next_sweep_at = _next_multiple(at, self.params.sweep_interval_s)
 
     def _emit(self, key: str, rec: ObjectRecord, at: float, outlook: str, evaluation, out: list) -> None:

@@ -110,7 +110,9 @@ def plan_with_details(
     skipped: Counter = Counter()
     rows: list[tuple[Candidate, Placement, int, int, np.ndarray]] = []
     masks: dict[int, np.ndarray] = {}
-    for c in newest_per_object(candidates):
+    # Rows in key order: the plan is a function of the candidate set, not of the order the broker delivered it in
+    # (near-equal alternatives of the MILP otherwise depend on the row order; the simulator must match the service).
+    for c in sorted(newest_per_object(candidates), key=lambda c: (c.bucket, c.key)):
         placement = current.get((c.bucket, c.key))
         reason = _skip_reason(c, placement, catalogue)
         if reason:

@@ -1,16 +1,16 @@
 """The offline evaluator and the live system make the same decisions on the same trace (issue 7, item 4).
 
 Live: a slice of the shipped trace sample is replayed for real (objects created in SeaweedFS, events on Tansu),
-then the Bytewax flow and the solver service run bounded by the run's end markers. Offline: the same events go
-through the evaluator's cores (flows.offline.run_offline for the flow, dim.evaluation.ours.plan_cycle for the
-planner) with the placements the live solver read from the catalog and the live plan's `now`. The candidates and
-the plans must be identical, move for move.
+then the Bytewax flow, the solver service and the mover in dry run (MoverSettings.dry_run: it announces each move
+it would make as a `planned` MoveEvent and touches no store) run bounded by the run's end markers. Offline: the
+same events go through the evaluator's cores (flows.offline.run_offline for the flow, dim.evaluation.ours.plan_cycle
+for the planner) with the placements the live solver read from the catalog and the live plan's `now`. The
+candidates, the plans and the moves the mover would make must be identical, move for move.
 
 The test runs its own embedded stack rather than the session's: the live flow reads the access topic from the
 start and every shard's p_hot model learns from all events of its partition, and the live solver plans every
 candidate on its topic, so on the shared stack both would see (and the solver would re-plan) other tests'
-objects, which the simulator never sees. The mover is not run: it has no dry-run mode yet (MoverSettings.dry_run
-is not read by mover/), and the plans are what the simulator and the live system decide.
+objects, which the simulator never sees.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from dim.traces import read_trace
 from flows.offline import run_offline
 from flows.run import run_flow
 from mover.catalog import PlacementCatalog
-from schemas import Candidate, PlacementPlan, topics
+from mover.service import run_mover
+from schemas import Candidate, Move, MoveEvent, MoveState, PlacementPlan, topics
 from solver.catalogue import load_catalogue
 from solver.plan import newest_per_object
 from solver.service import run_solver
@@ -66,11 +67,17 @@ def live(tmp_path_factory):
         solver = settings.solver.model_copy(update={"batch_max": whole_topic, "batch_interval_s": 60.0})
         plans = run_solver(settings.model_copy(update={"solver": solver}), until_run=RUN)
         published = valid_records(settings, topics.PLANS, PlacementPlan, f"{RUN}-read-plans", RUN)
+        moves = valid_records(settings, topics.MOVES, Move, f"{RUN}-read-moves", RUN)
+        dry = settings.model_copy(update={"mover": settings.mover.model_copy(update={"dry_run": True})})
+        mover_summary = run_mover(dry, until_run=RUN)
         for t in (topics.MOVE_EVENTS, topics.PLACEMENTS):  # the run is closed on every topic
             publish_end_markers(settings, t, RUN)
+        announced = valid_records(settings, topics.MOVE_EVENTS, MoveEvent, f"{RUN}-read-move-events", RUN)
+        after = {(BUCKET, k): catalog.get(BUCKET, k)[0] for k in keys}
         gc.collect()  # close the stages' Kafka clients before their broker goes away
     return {"settings": settings, "initial": initial, "plans": plans, "candidates": candidates,
-            "published": published}
+            "published": published, "moves": moves, "mover_summary": mover_summary, "announced": announced,
+            "after": after}
 
 
 def offline_candidates(settings) -> list[Candidate]:
@@ -92,26 +99,48 @@ def test_flow_and_simulator_emit_the_same_candidates(live):
     assert _order(live["candidates"]) == _order(sim)
 
 
-def test_solver_and_simulator_make_the_same_plans(live):
-    settings = live["settings"]
+def _live_plan(live) -> PlacementPlan:
     plans = [p for p in live["plans"] if p.candidates]
     assert len(plans) == 1, f"the live solver split the candidates into {len(plans)} batches"
-    (plan,) = plans
-    assert [p.plan_id for p in live["published"]] == [plan.plan_id]  # what it returned is what it published
+    return plans[0]
 
+
+def _simulated_plan(live, plan: PlacementPlan) -> PlacementPlan:
+    settings = live["settings"]
     catalogue = load_catalogue(settings.solver.catalogue_path)
     # the service keeps each object's newest candidate of a batch before planning (solver/service.py)
     batch = newest_per_object(offline_candidates(settings))
-    sim = plan_cycle(batch, live["initial"], catalogue, settings, plan.created_at).plan
+    return plan_cycle(batch, live["initial"], catalogue, settings, plan.created_at).plan
+
+
+def test_solver_and_simulator_make_the_same_plans(live):
+    plan = _live_plan(live)
+    assert [p.plan_id for p in live["published"]] == [plan.plan_id]  # what it returned is what it published
+    sim = _simulated_plan(live, plan)
 
     def moves(p: PlacementPlan) -> list[tuple]:
         return sorted((m.key, tuple(m.from_locations), tuple(m.to_locations), m.expected_version) for m in p.moves)
 
     def full_moves(p: PlacementPlan) -> list[dict]:
-        # a move's id numbers it within its plan, in candidate order, which is the broker's delivery order live
-        return sorted((m.model_dump(exclude={"move_id"}) for m in p.moves), key=lambda d: d["key"])
+        # move ids too: the planner numbers moves in key order, whatever order the broker delivered candidates in
+        return sorted((m.model_dump() for m in p.moves), key=lambda d: d["key"])
 
     assert len(plan.moves) >= 10, "too few moves for a meaningful comparison"
     assert moves(sim) == moves(plan)
     assert full_moves(sim) == full_moves(plan)  # reasons, sizes, plan id too
     assert sim.model_dump(exclude={"moves"}) == plan.model_dump(exclude={"moves"})  # method, objective, count
+
+
+def test_dry_run_mover_would_make_the_simulators_moves(live):
+    """broker -> flow -> solver -> mover (dry run): the moves the mover announces are the simulator's, and the
+    dry run changed no placement."""
+    plan = _live_plan(live)
+    sim = _simulated_plan(live, plan)
+    # what the solver published on the moves topic is its plan's moves
+    assert sorted(m.model_dump_json() for m in live["moves"]) == sorted(m.model_dump_json() for m in plan.moves)
+    announced = [e for e in live["announced"] if e.reason == "dry_run"]
+    assert all(e.state == MoveState.PLANNED for e in announced)
+    assert live["mover_summary"]["moves_dry_run"] == len(announced) == len(sim.moves) >= 10
+    assert sorted((e.move_id, e.plan_id, e.bucket, e.key, e.bytes) for e in announced) == sorted(
+        (m.move_id, m.plan_id, m.bucket, m.key, m.size) for m in sim.moves)
+    assert live["after"] == live["initial"], "a dry run must not change any placement"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from dim.evaluation.simulator import EXPERIMENTS, POLICIES
+from dim.evaluation.simulator import POLICIES
 
 
 @click.command("evaluate")
@@ -36,7 +36,7 @@ def evaluate_cmd(trace, time_scale, size_scale, json_out, html_out, slot_days, c
     from dim.traces import TraceError
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
-    unknown = sorted(set(names) - set(POLICIES) - set(EXPERIMENTS))
+    unknown = sorted(set(names) - set(POLICIES))
     if unknown:
         raise click.BadParameter(f"unknown {unknown}; choose from {', '.join(POLICIES)}", param_hint="--policies")
     if time_scale <= 0 or size_scale <= 0 or slot_days <= 0:

@@ -27,41 +27,38 @@ from solver.catalogue import TIER_CLASSES, Catalogue, load_catalogue
 from solver.costs import LocationArrays
 
 POLICIES = ("all_hot", "lifecycle", "intelligent_tiering", "autoclass", "seed_rf", "ours", "hindsight")
-EXPERIMENTS = ("ours_refresh",)  # accepted by --policies, not run by default
 
 
 def make_policies(names, settings: Settings, catalogue: Catalogue, workload: Workload, ladder: Ladder,
                   shards: int | None, workers: int = 2, progress: bool = False) -> list[Policy]:
-    out: list[Policy] = []
-    for name in names:
-        if name == "all_hot":
-            out.append(AllHot())
-        elif name == "lifecycle":
-            out.append(Lifecycle(ladder))
-        elif name == "intelligent_tiering":
-            out.append(IntelligentTiering(ladder))
-        elif name == "autoclass":
-            out.append(Autoclass(ladder))
-        elif name == "seed_rf":
-            out.append(SeedRandomForest(ladder, hot_reads=settings.flow.hot_reads))
-        elif name == "ours":
-            from dim.evaluation.ours import Ours
+    unknown = [n for n in names if n not in POLICIES]
+    if unknown:
+        raise ValueError(f"unknown policy {unknown[0]!r}; choose from {', '.join(POLICIES)}")
+    made: dict[str, Policy] = {}
+    # ours first: its flow replay runs in worker processes while the others are prepared here
+    for name in sorted(names, key=lambda n: n != "ours"):
+        made[name] = _make_policy(name, settings, catalogue, workload, ladder, shards, workers, progress)
+    return [made[n] for n in names]
 
-            out.append(Ours(settings, catalogue, workload, shards=shards, workers=workers, progress=progress))
-        elif name == "ours_refresh":  # experiment: see dim/evaluation/refresh.py
-            from dim.evaluation.ours import Ours
 
-            pol = Ours(settings, catalogue, workload, shards=shards, workers=workers,
-                       refresh_days=(1, 2, 4, 8, 16, 32, 64), progress=progress)
-            pol.name = "ours_refresh"
-            out.append(pol)
-        elif name == "hindsight":
-            from dim.evaluation.hindsight import Hindsight
+def _make_policy(name, settings, catalogue, workload, ladder, shards, workers, progress) -> Policy:
+    if name == "all_hot":
+        return AllHot()
+    if name == "lifecycle":
+        return Lifecycle(ladder)
+    if name == "intelligent_tiering":
+        return IntelligentTiering(ladder)
+    if name == "autoclass":
+        return Autoclass(ladder)
+    if name == "seed_rf":
+        return SeedRandomForest(ladder, hot_reads=settings.flow.hot_reads)
+    if name == "ours":
+        from dim.evaluation.ours import Ours
 
-            out.append(Hindsight(settings, catalogue, workload))
-        else:
-            raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
-    return out
+        return Ours(settings, catalogue, workload, shards=shards, workers=workers, progress=progress)
+    from dim.evaluation.hindsight import Hindsight
+
+    return Hindsight(settings, catalogue, workload)
 
 
 def simulate(workload: Workload, catalogue: Catalogue, settings: Settings, names=POLICIES,

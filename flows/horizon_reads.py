@@ -1,0 +1,148 @@
+"""Expected reads over the solver's planning horizon, calibrated on the shard's own past. Pure: no I/O, no clock.
+
+The solver compares, per object, storage saved against reads paid over its planning horizon H (30 days), so what
+it needs is E[reads in (t, t + H] | what the flow knows at t]. Scaling the decayed heat (flows.heat.expected_reads)
+to H is wrong in both directions on real traces: right after a read it extrapolates a burst over a month (a
+one-hit object "expects" ~20 reads), and after a week idle it says ~0 while such objects are still read again.
+
+So each shard estimates it from its own history, grouped by state = (activity, idle time), where activity = the
+object's reads decayed to its last access with the flow's longest half-life (recent reads count, old ones fade:
+an object back after a month idle looks like a new one, not like one read twice in a day):
+- an *observation* is the state of a sampled object when the shard evaluates it (sampling by a hash of the key,
+  so the estimate is a function of the shard's event sequence, identical for any worker count and after recovery);
+- its reads are counted per *development period* after the observation ([0, 1 d), [1 d, 3 d), ... up to H), by
+  checkpoints taken when the shard clock passes each period's end (the reads counter of the object then);
+- E[reads in H | state] = sum over periods of the mean reads in that period among observations of that state whose
+  period is complete (the actuaries' chain ladder: every period uses every observation old enough to show it,
+  so estimates exist long before an observation is H old, without waiting for - or peeking at - the future).
+A period with too few complete observations (early in a run) extrapolates the last known period's daily rate,
+decayed in proportion to 1 / idle age (the heavy-tailed re-access gaps of cache traces: the longer an object has
+been idle, the slower it returns; carrying the rate forward undecayed turned a one-day read burst into ~100
+expected reads a month); a state with no complete first period borrows the estimate of the next-shorter idle time
+of the same activity (more reads: conservative); with none at all, `estimate` returns None and the caller falls
+back to the heat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+
+SECONDS_PER_DAY = 86_400.0
+ACTIVITY_BUCKETS = (1.5, 2.5, 5.5, 20.5)  # ~ 1, 2, 3-5, 6-20, > 20 recent reads
+
+
+def activity_bucket(activity: float) -> int:
+    b = 0
+    for edge in ACTIVITY_BUCKETS:
+        if activity >= edge:
+            b += 1
+    return b
+
+
+def idle_bucket(idle_s: float, steps_s: tuple[float, ...]) -> int:
+    """0 below the first step, i once idle time reached steps_s[i - 1]."""
+    b = 0
+    for step in steps_s:
+        if idle_s >= step:
+            b += 1
+    return b
+
+
+def period_ends(horizon_s: float, steps_s: tuple[float, ...]) -> tuple[float, ...]:
+    """Ends of the development periods: the idle steps below the horizon, then the horizon."""
+    return tuple(sorted({s for s in steps_s if 0 < s < horizon_s} | {horizon_s}))
+
+
+class HorizonReads:
+    """Chain-ladder estimate of reads over `horizon_s` per (activity bucket, idle bucket); see the module docstring."""
+
+    def __init__(self, horizon_s: float, idle_steps_s: tuple[float, ...], sample_every: int = 2,
+                 min_count: int = 100):
+        self.horizon_s = horizon_s
+        self.steps_s = tuple(sorted(idle_steps_s))
+        self.ends = period_ends(horizon_s, self.steps_s)
+        self.sample_every = max(1, int(sample_every))
+        self.min_count = min_count
+        n_states = (len(ACTIVITY_BUCKETS) + 1) * (len(self.steps_s) + 1)
+        self.reads_sum = [[0] * len(self.ends) for _ in range(n_states)]
+        self.complete = [[0] * len(self.ends) for _ in range(n_states)]
+        # (checkpoint time, key, observed at, state, period, reads counter at the period's start)
+        self.pending: list[tuple[float, str, float, int, int, int]] = []
+        self._cache: dict[int, float | None] = {}
+
+    def state(self, activity: float, idle_s: float) -> int:
+        return activity_bucket(activity) * (len(self.steps_s) + 1) + idle_bucket(idle_s, self.steps_s)
+
+    def sampled(self, key: str) -> bool:
+        # Not CRC32: the partitioner routes keys by CRC32, and CRC32 is affine, so a CRC32 sample would be
+        # correlated with the shard (all or none of a shard's objects).
+        digest = hashlib.blake2b(key.encode(), digest_size=8, person=b"horizon-reads").digest()
+        return int.from_bytes(digest, "little") % self.sample_every == 0
+
+    def observe(self, key: str, at: float, activity: float, idle_s: float, reads: int) -> None:
+        """An evaluation of object `key` at `at` (caller checks `sampled`) in state (activity, idle_s); `reads`:
+        its reads counter now. Its reads are followed from now on."""
+        heapq.heappush(self.pending, (at + self.ends[0], key, at, self.state(activity, idle_s), 0, reads))
+
+    def advance(self, clock: float, reads_of) -> None:
+        """Close every development period that ended by `clock`; `reads_of(key)` is the object's reads counter."""
+        pending = self.pending
+        changed = False
+        while pending and pending[0][0] <= clock:
+            _, key, at, st, period, start_reads = heapq.heappop(pending)
+            now_reads = reads_of(key)
+            self.reads_sum[st][period] += max(0, now_reads - start_reads)
+            self.complete[st][period] += 1
+            changed = True
+            if period + 1 < len(self.ends):
+                heapq.heappush(pending, (at + self.ends[period + 1], key, at, st, period + 1, now_reads))
+        if changed:
+            self._cache.clear()
+
+    def estimate(self, activity: float, idle_s: float) -> float | None:
+        """E[reads in the next horizon_s] for an object of this activity, idle for `idle_s`; None if the shard has
+        not seen enough yet."""
+        st = self.state(activity, idle_s)
+        if st not in self._cache:
+            self._cache[st] = self._estimate(st)
+        return self._cache[st]
+
+    def _estimate(self, st: int) -> float | None:
+        width = len(self.steps_s) + 1
+        base = st - st % width
+        prior = None
+        # Right after an access (idle bucket 0) reads come in bursts: that state stands alone. Idle ones chain:
+        # each shrinks towards the next-shorter idle bucket's estimate.
+        for s in range(base if st == base else base + 1, st + 1):
+            if self.complete[s][0] >= self.min_count or (prior is not None and self.complete[s][0]):
+                prior = self._chain(s, prior)
+        return None if prior is None else sum(prior)
+
+    def _chain(self, st: int, prior: list[float] | None) -> list[float]:
+        """Mean reads per development period of state `st`. `prior`: the next-shorter idle bucket's means, which
+        each period's mean is shrunk towards with the weight of `min_count` observations (small samples of rare
+        returns are often all zeros) and which fills periods without complete observations."""
+        # idle time at observation (lower edge of the state's idle bucket): the return rate decays with idle age
+        b = st % (len(self.steps_s) + 1)
+        idle = self.steps_s[b - 1] if b else 0.0
+        means: list[float] = []
+        rate, rate_mid, start = 0.0, 0.0, 0.0
+        for p, end in enumerate(self.ends):
+            n, mid = self.complete[st][p], (start + end) / 2
+            if n and (prior is not None or n >= self.min_count):
+                w = self.min_count if prior is not None else 0
+                mean = (self.reads_sum[st][p] + w * (prior[p] if prior is not None else 0.0)) / (n + w)
+                rate, rate_mid = mean / (end - start), mid
+            elif p:  # not seen yet: the last known rate, decayed as 1 / idle age
+                mean = rate * (idle + rate_mid) / (idle + mid) * (end - start)
+            else:
+                mean = prior[0]
+            means.append(mean)
+            start = end
+        return means
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        return state

@@ -1,0 +1,95 @@
+"""The flow's candidate decisions that the evaluation measures (flows.shard idle re-checks, flows.horizon_reads):
+expected reads over the planning horizon learnt from the shard's own past, never from its future."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from dim.evaluation.ours import kafka_partition
+from flows.horizon_reads import HorizonReads
+from flows.shard import FlowParams, ShardState
+from schemas import Candidate, topics
+
+DAY = 86_400.0
+STEPS = tuple(d * DAY for d in (1, 3, 7, 14, 30, 60))
+MB = 1_000_000
+
+
+def test_chain_ladder_recovers_the_mean_reads_over_the_horizon():
+    hr = HorizonReads(30 * DAY, STEPS, sample_every=1, min_count=10)
+    reads = {}
+    for i in range(40):  # observed at idle 0 with one read; later one read on day 2 and one on day 10 after
+        hr.observe(f"o{i}", 0.0, 1.0, 0.0, 1)
+        reads[f"o{i}"] = 1
+    assert hr.estimate(1.0, 0.0) is None  # nothing complete yet: the caller falls back to the heat
+    for day in range(1, 31):
+        if day == 3:
+            reads.update({k: 2 for k in reads})
+        if day == 11:
+            reads.update({k: 3 for k in reads})
+        hr.advance(day * DAY, reads.__getitem__)
+        if day == 5:  # periods [0,1) and [1,3) complete: 1 read known, the rest extrapolated, decaying
+            assert 1.0 < hr.estimate(1.0, 0.0) < 1.0 + 1.0 / 2 * 27
+    assert hr.estimate(1.0, 0.0) == pytest.approx(2.0)
+    # an idle state without observations borrows nothing from the burst state: None (heat fallback)
+    assert hr.estimate(1.0, 7 * DAY) is None
+
+
+def test_sampling_does_not_follow_the_partitioner():
+    """CRC32 is affine: a CRC32 sample would keep all or none of a partition's keys. The sample must be ~1/n of
+    every partition."""
+    hr = HorizonReads(30 * DAY, STEPS, sample_every=2)
+    keys = [f"b/{i}" for i in range(4000)]
+    for part in range(4):
+        mine = [k for k in keys if kafka_partition(topics.object_key("b", k[2:]), 4) == part]
+        share = sum(hr.sampled(k) for k in mine) / len(mine)
+        assert 0.4 < share < 0.6
+
+
+def _run(events, params=None):
+    shard = ShardState(params or FlowParams())
+    out = []
+    for key, t, size in events:
+        shard.on_event(key, t, "GET", size, size, out)
+    return shard, [c for c in out if isinstance(c, Candidate)]
+
+
+def _clock(days, every_h=6):
+    return [("b/clock", h * 3600.0, 1000) for h in range(0, int(days * 24) + 1, every_h)]
+
+
+def test_idle_objects_are_rechecked_at_each_step_and_a_read_restarts_the_chain():
+    events = sorted(_clock(80) + [("b/big", 0.0, 50 * MB), ("b/small", 0.0, 100_000), ("b/big", 20 * DAY, 50 * MB)],
+                    key=lambda e: e[1])
+    _, cands = _run(events)
+    big = [round((c.as_of - c.last_access) / DAY, 2) for c in cands if c.key == "big" and c.outlook == "cold"]
+    # day 0 (first read), idle 1, 3, 7, 14 d; read on day 20 (cold already: no candidate); idle 1 .. 60 d again
+    assert big == [0.0, 1.0, 3.0, 7.0, 14.0, 1.0, 3.0, 7.0, 14.0, 30.0, 60.0]
+    assert [c.as_of for c in cands if c.key == "small"] == [0.0]  # too small for any move to pay: not re-checked
+    # a re-check offers expected reads no higher than the heat after a day idle, and carries the object's facts
+    rechecks = [c for c in cands if c.key == "big" and c.as_of > 0]
+    assert all(c.size == 50 * MB and c.horizon_s == FlowParams().horizon_s for c in rechecks)
+
+
+def test_decisions_see_no_future_and_survive_recovery():
+    base = sorted(_clock(40, every_h=3) + [(f"b/o{i}", (i % 97) * 3600.0 * 7, 5 * MB) for i in range(300)]
+                  + [(f"b/o{i}", (i % 97) * 3600.0 * 7 + (i % 5) * DAY, 5 * MB) for i in range(0, 300, 2)],
+                  key=lambda e: e[1])
+    cut = 20 * DAY
+    future = [("b/late", cut + 3600.0 * k, 5 * MB) for k in range(50)]
+    _, plain = _run(base)
+    _, more = _run(sorted(base + future, key=lambda e: e[1]))
+    before = [c.model_dump() for c in plain if c.as_of < cut]
+    assert before and before == [c.model_dump() for c in more if c.as_of < cut]
+    # recovery: a snapshot taken midway (pickled, as Bytewax does) continues exactly like the uninterrupted run
+    shard, out = ShardState(FlowParams()), []
+    half = len(base) // 2
+    for key, t, size in base[:half]:
+        shard.on_event(key, t, "GET", size, size, out)
+    shard = pickle.loads(pickle.dumps(shard))
+    for key, t, size in base[half:]:
+        shard.on_event(key, t, "GET", size, size, out)
+    assert [c.model_dump() for c in out if isinstance(c, Candidate)] == [c.model_dump() for c in plain]
+    assert any(c.as_of - c.last_access >= 7 * DAY for c in plain)  # the run did re-check idle objects
