@@ -120,8 +120,8 @@ def full_pass(pb: Problem, tb: Tables, mu: np.ndarray, top: int = 0, pairs: bool
     best_locs = np.full((N, R), L, dtype=np.int64)
     tops = np.full((N, top, R), L, dtype=np.int64) if top else None
     for (rf, mpp), members in groups(pb).items():
-        sets = replica_sets(pb.la, rf, mpp)  # (K, rf)
-        if not len(sets):
+        all_sets = replica_sets(pb.la, rf, mpp)  # (K, rf)
+        if not len(all_sets):
             continue
         contiguous = members[-1] - members[0] + 1 == len(members)
         for start in range(0, len(members), CHUNK):
@@ -143,6 +143,11 @@ def full_pass(pb: Problem, tb: Tables, mu: np.ndarray, top: int = 0, pairs: bool
                 best_locs[idx, :2] = locs2
                 continue
             serve, allowed = tb.serve[:, idx], tb.allowed[:, idx]
+            # sets no object of the block may use (a location barred for all of them: archive tiers for read
+            # objects, a policy's providers) are not evaluated: 23 of 56 pairs in the benchmark
+            sets = all_sets[allowed.any(axis=1)[all_sets].all(axis=1)]
+            if not len(sets):
+                continue
             val = adj[sets[:, 0]]
             best_serve = serve[sets[:, 0]]
             ok = allowed[sets[:, 0]]
