@@ -198,21 +198,9 @@ def solve_lagrangian(
         return _infeasible(pb, t0, binaries, part.info.get("error", "infeasible"))
     x = x0
     x[act] = part.chosen
-    obj = pb.objective(x)
     bound = float(val0[fixed].sum()) + part.lower_bound
-    sol = Solution(
-        chosen=x,
-        objective=obj,
-        lower_bound=min(bound, obj),
-        method="lagrangian",
-        status="feasible",
-        seconds=time.perf_counter() - t0,
-        binaries=binaries,
-        info={**part.info, "active_objects": int(act.size), "fixed_objects": int(N - act.size)},
-    )
-    if sol.gap is not None and sol.gap <= 1e-9:
-        sol.status = "optimal"
-    return sol
+    info = {**part.info, "active_objects": int(act.size), "fixed_objects": int(N - act.size)}
+    return _solution(pb, x, bound, t0, binaries, info)
 
 
 def set_usage(pb: Problem, cons, locs: np.ndarray) -> np.ndarray:
@@ -339,9 +327,14 @@ def _solve_coupled(pb: Problem, m_candidates: int, max_rounds: int, target_gap: 
         locs = merge_sets(locs, full_best, L)
         if locs.shape[1] == before:
             break
-    obj = pb.objective(best_x)
+    return _solution(pb, best_x, bound, t0, binaries, info)
+
+
+def _solution(pb: Problem, x: np.ndarray, bound: float, t0: float, binaries: int, info: dict) -> Solution:
+    """The decomposition's answer: its plan x with the certified bound (never above x's own cost)."""
+    obj = pb.objective(x)
     sol = Solution(
-        chosen=best_x,
+        chosen=x,
         objective=obj,
         lower_bound=min(bound, obj),
         method="lagrangian",
