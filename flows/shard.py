@@ -264,16 +264,26 @@ class ShardState:
         hr = self.horizon_reads
         sampled = hr.sampled(key)
         if sampled and at - self.observed_at.get(key, -math.inf) >= hr.ends[0]:
-            self.observed_at[key] = at
-            hr.observe(key, at, self._activity(rec, at, rh), at - la, rec.reads)
+            self._observe(key, rec, at, rh, at - la)
         steps = self.params.idle_recheck_s
-        if (sampled or rec.size >= self.params.recheck_min_bytes) and steps:
-            # one live re-check per object (idle_queued[key] = its due time): a later one made stale by this access
-            # is superseded, an earlier one is moved on when it is due
-            due = la + steps[0]
-            if self.idle_queued.get(key, math.inf) > due:
-                self.idle_queued[key] = due
-                heapq.heappush(self.idle_due, (due, key, la))
+        # one live re-check per object (idle_queued[key] = its due time): a later one made stale by this access is
+        # superseded, an earlier one is moved on when it is due
+        if (
+            (sampled or rec.size >= self.params.recheck_min_bytes)
+            and steps
+            and self.idle_queued.get(key, math.inf) > la + steps[0]
+        ):
+            self._queue_idle(key, la + steps[0], la)
+
+    def _observe(self, key: str, rec: ObjectRecord, at: float, rh: list[float], idle: float) -> None:
+        """A calibration observation of sampled object `key` at `at`, `idle` after the access its chain follows."""
+        self.observed_at[key] = at
+        self.horizon_reads.observe(key, at, self._activity(rec, at, rh), idle, rec.reads)
+
+    def _queue_idle(self, key: str, due: float, last_access: float) -> None:
+        """The object's one live idle re-check: at `due`, following its access at `last_access`."""
+        self.idle_queued[key] = due
+        heapq.heappush(self.idle_due, (due, key, last_access))
 
     def _recheck_idle(self, at: float, out: list) -> None:
         """Idle re-checks due by `at`: observe sampled objects, offer idle ones to the solver as "cold" with the
@@ -290,31 +300,26 @@ class ShardState:
                 del self.idle_queued[key]
                 continue
             if current != la:  # accessed since: follow the newer access
-                self.idle_queued[key] = current + p.idle_recheck_s[0]
-                heapq.heappush(due, (current + p.idle_recheck_s[0], key, current))
+                self._queue_idle(key, current + p.idle_recheck_s[0], current)
                 continue
-            idle = at - la
-            rh = rec.read_heat(h, at)
+            rh, wh = rec.heats(h, at)
             if self.horizon_reads.sampled(key):
-                self.observed_at[key] = at
-                self.horizon_reads.observe(key, at, self._activity(rec, at, rh), idle, rec.reads)
+                self._observe(key, rec, at, rh, at - la)
             if rec.size >= p.recheck_min_bytes and rec.outlook != HOT:
-                evaluation = self._evaluate_idle(rec, at, rh)
+                evaluation = self._evaluate_idle(rec, at, rh, wh)
                 if evaluation[0] <= p.cold_threshold:
                     self._emit(key, rec, at, COLD, evaluation, out)
             nxt = next((s for s in p.idle_recheck_s if la + s > at), None)
             if nxt is None:
                 del self.idle_queued[key]
             else:
-                self.idle_queued[key] = la + nxt
-                heapq.heappush(due, (la + nxt, key, la))
+                self._queue_idle(key, la + nxt, la)
 
-    def _evaluate_idle(self, rec: ObjectRecord, at: float,
-                       rh: list[float]) -> tuple[float, float, list[float], list[float]]:
+    def _evaluate_idle(self, rec: ObjectRecord, at: float, rh: list[float],
+                       wh: list[float]) -> tuple[float, float, list[float], list[float]]:
         """An idle re-check's evaluation: the heat prior for p_hot (the object has had no event since the model's
         last evaluation of it; the re-check is about reads over the planning horizon, not the next `horizon_s`)."""
         p, h = self.params, self.params.heat
-        wh = rec.write_heat(h, at)
         mu = expected_reads(h, rec, at, p.horizon_s, rh)
         rec.p_hot = poisson_at_least(mu, p.hot_reads)
         return rec.p_hot, self._planning_reads(rec, at, mu, rh), rh, wh
