@@ -4,8 +4,8 @@ One JSON line per step, written (`os.write`, so it survives a SIGKILL of the pro
 acts on it being recorded, in `<journal_dir>/moves-<instance>.jsonl`. Lines are made durable against a crash of
 the machine by `sync()` (group commit: one fsync for every line written so far, shared by concurrent moves),
 which the executor calls before each step that changes a store in a way recovery must know about: before the
-first write to a target location and before the catalog commit (see mover/executor.py). The file is locked (flock) by the one mover process that owns it, so two
-movers never recover each other's moves. Each step is also published to the move-events topic (key = object
+first write to a target location and before the catalog commit (see mover/executor.py). The file is locked
+(flock) by the one mover process that owns it, so two movers never recover each other's moves. Each step is also published to the move-events topic (key = object
 key) for the analytics side; the journal, not the topic, is what recovery trusts.
 
 Line format: {"event": MoveEvent, "move": Move | null, "base_version": int | null}. The `planned` line carries

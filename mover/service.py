@@ -188,8 +188,8 @@ class Mover:
         for mv in moves:
             ev = MoveEvent(move_id=mv.move_id, plan_id=mv.plan_id, bucket=mv.bucket, key=mv.key,
                            state=MoveState.PLANNED, ts=time.time(), bytes=mv.size, reason="dry_run")
-            self.producer.produce(topics.MOVE_EVENTS, key=topics.object_key(mv.bucket, mv.key),
-                                  value=ev.model_dump_json().encode())
+            kafka.produce(self.producer, topics.MOVE_EVENTS, ev.model_dump_json().encode(),
+                          topics.object_key(mv.bucket, mv.key))
             self.summary.dry_run += 1
         self.producer.flush(30)
 
@@ -219,7 +219,8 @@ def run_mover(settings: Settings, until_run: str | None = None, idle_timeout_s: 
         # the real mover.
         group = f"{settings.mover.group}-dry-run" if dry else settings.mover.group
         kafka.drain(settings, group, [topics.MOVES], mover.handle_batch, until_run=until_run,
-                    idle_timeout_s=idle_timeout_s, max_batch=max(64, settings.mover.concurrency * 8, settings.mover.small_concurrency * 4),
+                    idle_timeout_s=idle_timeout_s,
+                    max_batch=max(64, settings.mover.concurrency * 8, settings.mover.small_concurrency * 4),
                     should_stop=should_stop)
         mover.run_due(wait=not should_stop())  # a bounded run finishes its file_growing retries
         return mover.summary.as_dict(mover.store)
