@@ -1,4 +1,7 @@
-"""FastAPI dependencies shared by the routes: the store, the settings, page limits and the bearer token."""
+"""FastAPI dependencies shared by the routes: the store, the settings, page limits and the bearer token.
+
+They are `async def` although they never await: FastAPI runs a plain `def` dependency in a worker thread, and
+these are too cheap to be worth a thread hop each (the worker threads are kept for the store's statements)."""
 
 from __future__ import annotations
 
@@ -11,11 +14,11 @@ from api.store import AnalyticsStore
 from dim.config import Settings
 
 
-def get_store(request: Request) -> AnalyticsStore:
+async def get_store(request: Request) -> AnalyticsStore:
     return request.app.state.store
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -23,7 +26,7 @@ Store = Annotated[AnalyticsStore, Depends(get_store)]
 Config = Annotated[Settings, Depends(get_settings)]
 
 
-def page_limit(request: Request, limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> int:
+async def page_limit(request: Request, limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> int:
     cap = request.app.state.settings.api.max_page_size
     if limit > cap:
         raise HTTPException(400, f"limit must be at most {cap}")
@@ -33,7 +36,7 @@ def page_limit(request: Request, limit: Annotated[int, Query(ge=1, le=10_000)] =
 Limit = Annotated[int, Depends(page_limit)]
 
 
-def require_token(request: Request) -> None:
+async def require_token(request: Request) -> None:
     token = request.app.state.settings.api.token
     if token is None or not token.get_secret_value():
         return

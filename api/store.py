@@ -33,7 +33,7 @@ class StoreError(RuntimeError):
 
 
 class Backend(Protocol):
-    def execute(self, sql: str, params: Mapping[str, Any]) -> bytes: ...
+    def execute(self, sql: str, params: Mapping[str, Any], fmt: str = "JSONEachRow") -> bytes: ...
 
     def insert_json_rows(self, table: str, payload: bytes) -> None: ...
 
@@ -89,13 +89,13 @@ class ChdbBackend:
         finally:
             self._idle.put(sess)
 
-    def execute(self, sql: str, params: Mapping[str, Any]) -> bytes:
+    def execute(self, sql: str, params: Mapping[str, Any], fmt: str = "JSONEachRow") -> bytes:
         from chdb._exceptions import ChdbError
 
         encoded = {k: _chdb_param(v) for k, v in params.items()}
         with self._session() as sess:
             try:
-                res = sess.query(sql, "JSONEachRow", params=encoded)
+                res = sess.query(sql, fmt, params=encoded)
             except (ChdbError, RuntimeError) as exc:
                 raise StoreError(str(exc)) from exc
             return res.bytes() if hasattr(res, "bytes") else bytes(res or b"")
@@ -132,12 +132,12 @@ class ServerBackend:
         )
         self._lock = threading.Lock()  # a clickhouse-connect client is not safe for concurrent use
 
-    def execute(self, sql: str, params: Mapping[str, Any]) -> bytes:
+    def execute(self, sql: str, params: Mapping[str, Any], fmt: str = "JSONEachRow") -> bytes:
         from clickhouse_connect.driver.exceptions import ClickHouseError
 
         with self._lock:
             try:
-                return self._client.raw_query(sql, parameters=dict(params), fmt="JSONEachRow")
+                return self._client.raw_query(sql, parameters=dict(params), fmt=fmt)
             except ClickHouseError as exc:
                 raise StoreError(str(exc)) from exc
 
@@ -215,6 +215,14 @@ class AnalyticsStore:
         """Rows as dicts. `settings`: integer query settings (fixed names from the caller's code, never input)."""
         raw = self.backend.execute(_settings_clause(sql, settings), params or {})
         return [json.loads(line) for line in raw.splitlines() if line.strip()]
+
+    def json_column(self, sql: str, params: Mapping[str, Any] | None = None,
+                    settings: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+        """Rows of a query selecting ONE String column that holds a JSON object per row (pre-rendered in the
+        store, e.g. by formatRowNoNewline): the objects, parsed in one call instead of twice per row."""
+        raw = self.backend.execute(_settings_clause(sql, settings), params or {}, "TabSeparatedRaw")
+        lines = raw.splitlines()
+        return json.loads(b"[" + b",".join(lines) + b"]") if lines else []
 
     def insert(self, table: str, rows: Iterable[Mapping[str, Any]]) -> int:
         """Insert dict rows (column -> JSON-able value) into `table` (unqualified name)."""

@@ -191,7 +191,7 @@ def main() -> None:
         # The store at rest: each bulk INSERT above leaves a few parts per table, which background merges
         # would fold together; a point lookup pays per part it opens, so merge them now.
         for table in (t.PLACEMENTS, t.OBJECT_HEAT, t.OBJECT_HEAT_LATEST, t.ACCESS_HOURLY, t.MOVES,
-                      t.MOVE_EVENTS, t.OBJECT_TIMELINE):
+                      t.MOVE_EVENTS, t.OBJECT_TIMELINE, t.OBJECT_PAGE):
             store.command(f"OPTIMIZE TABLE {store.table(table)} FINAL")
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(create_app(settings, store), host="127.0.0.1", port=port,

@@ -30,6 +30,8 @@ OBJECT_HEAT_LATEST = "object_heat_latest"  # the newest heat snapshot per object
 ACCESS_HOURLY = "access_hourly"  # access rollup per object per hour
 # Serving: everything the API shows about one object, in one primary-key range (migration 3).
 OBJECT_TIMELINE = "object_timeline"
+# Serving: the /objects listing in key order, placement and newest heat side by side (migration 4).
+OBJECT_PAGE = "object_page"
 COST_LEDGER = "cost_ledger"  # per location per day
 SLA_EVENTS = "sla_events"  # reads served from a location slower than the SLA, per object per hour
 # Reference data loaded from the price catalogue (replaced on every load).
@@ -83,6 +85,22 @@ _TIMELINE_SOURCES: tuple[tuple[str, str], ...] = (
         formatRowNoNewline('JSONEachRow', move_id, state, toFloat64(ts) AS at,
                            reason AS last_reason) AS payload
         FROM {{db}}.{MOVE_EVENTS}"""),
+)
+
+# kind -> the SELECT of its object_page rows (used by a view and by the backfill). `version` is what the source
+# deduplicates on (placement version; heat as_of in milliseconds), so object_page FINAL keeps, per object, exactly
+# the row placements FINAL and object_heat_latest FINAL keep.
+_PAGE_COLS = "bucket, key, kind, version, deleted, payload"
+_PAGE_SOURCES: tuple[tuple[str, str], ...] = (
+    ("placement", f"""SELECT bucket, key, 'placement' AS kind, version, deleted,
+        formatRowNoNewline('JSONEachRow', bucket, key, 'placement' AS kind, version, size, locations,
+                           toFloat64(updated_at) AS updated_at) AS payload
+        FROM {{db}}.{PLACEMENTS}"""),
+    ("heat", f"""SELECT bucket, key, 'heat' AS kind, toUInt64(toUnixTimestamp64Milli(as_of)) AS version,
+        false AS deleted,
+        formatRowNoNewline('JSONEachRow', bucket, key, 'heat' AS kind, p_hot, reads,
+                           toFloat64(last_access) AS last_access) AS payload
+        FROM {{db}}.{OBJECT_HEAT}"""),
 )
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
@@ -238,6 +256,24 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                    TO {{db}}.{OBJECT_TIMELINE} AS {select}""" for kind, select in _TIMELINE_SOURCES],
             # Backfill what was stored before the views existed (re-runnable: the same rows replace themselves).
             *[f"INSERT INTO {{db}}.{OBJECT_TIMELINE} ({_TIMELINE_COLS}) {select}" for _, select in _TIMELINE_SOURCES],
+        ],
+    ),
+    (
+        4,
+        "object_page: the /objects listing in key order from one primary-key range",
+        # A page in key order read placements and then the newest heat of the same keys: two statements, and
+        # chDB's cost is per statement and per column read (~2-4 ms), not per row. Here each object has two rows
+        # (kind 'heat' sorts before 'placement'), each pre-rendered as one JSON object, so a page is one range
+        # read of one column, parsed in one go. No TTL: like placements, one row per object and kind.
+        [
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.{OBJECT_PAGE} (
+                bucket LowCardinality(String), key String, kind LowCardinality(String), version UInt64,
+                deleted Bool, payload String
+            ) ENGINE = ReplacingMergeTree(version)
+            ORDER BY (bucket, key, kind)""",
+            *[f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.{OBJECT_PAGE}_{kind}_mv
+                   TO {{db}}.{OBJECT_PAGE} AS {select}""" for kind, select in _PAGE_SOURCES],
+            *[f"INSERT INTO {{db}}.{OBJECT_PAGE} ({_PAGE_COLS}) {select}" for _, select in _PAGE_SOURCES],
         ],
     ),
 ]
