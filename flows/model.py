@@ -1,9 +1,10 @@
 """p_hot model: River pipelines learning online, chosen by prequential score. Pure; shared by the flow and the
 offline evaluators.
 
-Candidates: a logistic regression over one-hot bins of the features (`FuncTransformer(one_hot_bins) |
-LogisticRegression`: an additive model of step functions, non-linear in each feature at the cost of a linear model;
-AdaGrad, whose per-weight learning rates suit one-hot bins of very different frequencies), and a tree ensemble - an
+Candidates: a logistic regression over a piecewise-linear basis of the features and of four log-ratios of them
+(`FuncTransformer(hat_bins) | LogisticRegression`: an additive model, non-linear in each feature at the cost of a
+linear model; AdaGrad, whose per-weight learning rates suit basis features of very different frequencies; the
+transformer is this pipeline's preprocessing, where a StandardScaler would be for raw features), and a tree ensemble - an
 Aggregated Mondrian Forest by default (online, well calibrated) or an Adaptive Random Forest (`forest_kind="arf"`,
 drift-aware). The logistic regression learns from every labelled prediction (~10 us a label); the forest (~250 us
 a label) from a seeded random share of them (`forest_fraction`): learning it from all would cap the flow at a few
@@ -27,38 +28,64 @@ BINNED, FOREST = "logreg_binned", "forest"
 # AdaGrad step size of the binned logistic regression (best of 0.05-0.3 on the Twitter trace, bench/prediction_quality.py).
 BINNED_LEARNING_RATE = 0.1
 
-# One-hot bin widths by feature-name prefix (features are logs, ratios or shares): a logistic regression over
-# these bins is an additive model of step functions - non-linear in each feature, as cheap as a linear one.
+# Bin widths by feature-name prefix (features are logs, ratios or shares). Each value is spread over the two
+# nearest knots of its grid (a "hat" basis: weights 1 - f and f): a logistic regression over these is an additive
+# model of piecewise-linear functions - non-linear in each feature, as cheap as a linear one. One-hot bins (step
+# functions) scored 0.0011 ROC-AUC less on the Twitter trace (replay of 528k labels: 0.9050 vs 0.9061).
 _BIN_WIDTHS = (("read_heat_", 0.25), ("write_heat_", 0.25), ("read_ratio_", 0.1), ("log_reads", 0.35),
                ("log_size", 0.5), ("log_age_s", 0.5), ("log_idle_s", 0.5), ("write_share", 0.1))
-# feature name -> (bin width, {bin index: one-hot feature name}) or None when the feature is not binned.
-_BINS_OF: dict[str, tuple[float, dict[int, str]] | None] = {}
+# Log-ratios an additive model cannot form from one feature at a time (a forest gets them by splitting on both):
+# (name, a, b, c, bin width) -> a - c * b. Reads per unit of age and of idle time, age over idle time, reads per
+# size^0.3. With them the replay scored 0.9092 (0.9061 without); the RandomForest given the same four scored
+# 0.9089 (0.9075 without) - docs/flows.md.
+_DERIVED = (("reads_per_age", "log_reads", "log_age_s", 1.0, 0.5),
+            ("reads_per_idle", "log_reads", "log_idle_s", 1.0, 0.5),
+            ("age_per_idle", "log_age_s", "log_idle_s", 1.0, 0.5),
+            ("reads_per_size", "log_reads", "log_size", 0.3, 0.5))
+# feature name -> (name, bin width, {knot index: basis feature name}) or None when the feature is not binned.
+_BINS_OF: dict[str, tuple[str, float, dict[int, str]] | None] = {}
+_DERIVED_SPECS = [(a, b, c, (name, width, {})) for name, a, b, c, width in _DERIVED]
 
 
-def _bins_of(name: str) -> tuple[float, dict[int, str]] | None:
+def _bins_of(name: str) -> tuple[str, float, dict[int, str]] | None:
     width = next((w for p, w in _BIN_WIDTHS if name.startswith(p)), None)
-    spec = _BINS_OF[name] = (width, {}) if width is not None else None
+    spec = _BINS_OF[name] = (name, width, {}) if width is not None else None
     return spec
 
 
 _UNSEEN = object()
 
 
-def one_hot_bins(x: dict[str, float]) -> dict[str, float]:
-    out = {}
+def _spread(out: dict[str, float], spec: tuple[str, float, dict[int, str]], value: float) -> None:
+    name, width, names = spec
+    b = value / width
+    i = math.floor(b)
+    f = b - i
+    # Basis names are cached: formatting them was a third of the binned model's prediction cost.
+    n0 = names.get(i)
+    if n0 is None:
+        n0 = names[i] = f"{name}={i}"
+    n1 = names.get(i + 1)
+    if n1 is None:
+        n1 = names[i + 1] = f"{name}={i + 1}"
+    out[n0] = 1.0 - f
+    out[n1] = f
+
+
+def hat_bins(x: dict[str, float]) -> dict[str, float]:
+    """The binned features and derived log-ratios of `x`, each spread over its two nearest knots."""
+    out: dict[str, float] = {}
     specs = _BINS_OF
     for name, value in x.items():
         spec = specs.get(name, _UNSEEN)
         if spec is _UNSEEN:
             spec = _bins_of(name)
         if spec is not None:
-            width, names = spec
-            b = int(value // width)
-            # Bin names are cached: formatting them was a third of the binned model's prediction cost.
-            one_hot = names.get(b)
-            if one_hot is None:
-                one_hot = names[b] = f"{name}={b}"
-            out[one_hot] = 1.0
+            _spread(out, spec, value)
+    for a, b, c, spec in _DERIVED_SPECS:
+        va, vb = x.get(a), x.get(b)
+        if va is not None and vb is not None:
+            _spread(out, spec, va - c * vb)
     return out
 
 
@@ -77,7 +104,7 @@ class OnlineModel:
         if not 0 < forest_fraction <= 1:
             raise ValueError("forest_fraction must be in (0, 1]")
         self.models = {
-            BINNED: compose.FuncTransformer(one_hot_bins)
+            BINNED: compose.FuncTransformer(hat_bins)
             | linear_model.LogisticRegression(optimizer=optim.AdaGrad(BINNED_LEARNING_RATE)),
             FOREST: make_forest(forest_kind, forest_models, seed),
         }

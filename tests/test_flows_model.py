@@ -72,11 +72,29 @@ def test_online_model_warms_up_then_serves_the_better_scoring_model():
 def test_the_binned_logistic_regression_wins_an_additive_concept():
     m = OnlineModel(seed=1, forest_fraction=1.0, warmup=50, window=500)
     rng = random.Random(0)
-    # Additive and non-linear in each feature (a step in one, a bump in the other): what the bins model exactly.
+    # Additive and non-linear in each feature (a ramp in one, a bump in the other): what the piecewise-linear
+    # basis models exactly.
     for _ in range(4000):
         a, b = rng.random(), rng.random()
-        m.learn({"read_ratio_a": a, "write_share": b}, rng.random() < (0.1 + 0.6 * (a > 0.7) + 0.25 * (0.3 < b < 0.6)))
+        p = 0.1 + 0.6 * min(1.0, max(0.0, (a - 0.5) / 0.3)) + 0.25 * max(0.0, 1 - abs(b - 0.45) / 0.2)
+        m.learn({"read_ratio_a": a, "write_share": b}, rng.random() < p)
     assert m.selected == BINNED and m.scores[BINNED].get() < m.scores[FOREST].get()
+
+
+def test_the_basis_spreads_each_value_over_its_two_nearest_knots_and_adds_the_log_ratios():
+    from flows.model import hat_bins
+
+    out = hat_bins({"write_share": 0.25, "log_reads": 2.0, "log_age_s": 10.0, "log_idle_s": 4.0,
+                    "log_size": 5.0, "hour_sin": 0.5})
+    assert math.isclose(out["write_share=2"], 0.5) and math.isclose(out["write_share=3"], 0.5)
+    assert not any(k.startswith("hour_sin") for k in out)  # not binned
+    # reads per age: 2 - 10 = -8 -> knots -16 and -15 of width 0.5, on the first exactly
+    assert math.isclose(out["reads_per_age=-16"], 1.0) and math.isclose(out["reads_per_age=-15"], 0.0)
+    assert math.isclose(out["age_per_idle=12"], 1.0)  # 10 - 4 = 6
+    assert math.isclose(out["reads_per_size=2"] + out["reads_per_size=1"], 1.0)  # 2 - 0.3 * 5 = 0.5 -> knot 1
+    assert math.isclose(out["reads_per_size=1"], 1.0)
+    for name in ("log_reads", "log_age_s", "log_idle_s", "log_size", "write_share"):
+        assert math.isclose(sum(v for k, v in out.items() if k.startswith(name + "=")), 1.0)
 
 
 def test_offline_core_learns_from_delayed_labels_and_is_deterministic():
