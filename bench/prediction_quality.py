@@ -30,6 +30,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from dim.config import Settings
 from flows.features import feature_names
 from flows.heat import HeatParams
+from flows.model import DERIVED_RATIOS
 from flows.offline import run_offline
 
 START = 1767225600.0  # event time of trace second 0 (as dim replay)
@@ -101,11 +102,20 @@ def main() -> None:
     p_rf = rf.predict_proba(X[test])[:, list(rf.classes_).index(True)]
     rf_s = time.perf_counter() - t1
 
+    # The same forest given the log-ratios the River pipeline derives (flows.model.DERIVED_RATIOS): whether
+    # River's lead holds when the baseline sees every input the River model sees.
+    derived = np.column_stack([X[:, names.index(a)] - c * X[:, names.index(b)] for _, a, b, c, _ in DERIVED_RATIOS])
+    X_derived = np.hstack([X, derived])
+    rf_derived = RandomForestClassifier(n_estimators=100, min_samples_leaf=20, n_jobs=-1, random_state=0)
+    rf_derived.fit(X_derived[train_idx], y[train_idx])
+    p_rf_derived = rf_derived.predict_proba(X_derived[test])[:, list(rf_derived.classes_).index(True)]
+
     yt = y[test]
     eps = 1e-6
     result = {
         "river_auc": float(roc_auc_score(yt, p_river[test])),
         "rf_auc": float(roc_auc_score(yt, p_rf)),
+        "rf_derived_auc": float(roc_auc_score(yt, p_rf_derived)),
         "river_logloss": float(log_loss(yt, np.clip(p_river[test], eps, 1 - eps), labels=[False, True])),
         "rf_logloss": float(log_loss(yt, np.clip(p_rf, eps, 1 - eps), labels=[False, True])),
         "events": n_events,
