@@ -56,36 +56,42 @@ def _bins_of(name: str) -> tuple[str, float, dict[int, str]] | None:
 _UNSEEN = object()
 
 
-def _spread(out: dict[str, float], spec: tuple[str, float, dict[int, str]], value: float) -> None:
-    name, width, names = spec
-    b = value / width
-    i = math.floor(b)
-    f = b - i
+def _knot_names(spec: tuple[str, float, dict[int, str]], i: int) -> tuple[str, str]:
+    name, _, names = spec
     # Basis names are cached: formatting them was a third of the binned model's prediction cost.
-    n0 = names.get(i)
-    if n0 is None:
-        n0 = names[i] = f"{name}={i}"
-    n1 = names.get(i + 1)
-    if n1 is None:
-        n1 = names[i + 1] = f"{name}={i + 1}"
-    out[n0] = 1.0 - f
-    out[n1] = f
+    n0 = names.get(i) or names.setdefault(i, f"{name}={i}")
+    n1 = names.get(i + 1) or names.setdefault(i + 1, f"{name}={i + 1}")
+    return n0, n1
 
 
 def hat_bins(x: dict[str, float]) -> dict[str, float]:
     """The binned features and derived log-ratios of `x`, each spread over its two nearest knots."""
     out: dict[str, float] = {}
     specs = _BINS_OF
+    floor = math.floor
     for name, value in x.items():
         spec = specs.get(name, _UNSEEN)
         if spec is _UNSEEN:
             spec = _bins_of(name)
         if spec is not None:
-            _spread(out, spec, value)
-    for a, b, c, spec in _DERIVED_SPECS:
-        va, vb = x.get(a), x.get(b)
+            b = value / spec[1]
+            i = floor(b)
+            f = b - i
+            knots = spec[2]
+            n0, n1 = knots.get(i), knots.get(i + 1)
+            if n0 is None or n1 is None:
+                n0, n1 = _knot_names(spec, i)
+            out[n0] = 1.0 - f
+            out[n1] = f
+    for a, b_name, c, spec in _DERIVED_SPECS:
+        va, vb = x.get(a), x.get(b_name)
         if va is not None and vb is not None:
-            _spread(out, spec, va - c * vb)
+            b = (va - c * vb) / spec[1]
+            i = floor(b)
+            f = b - i
+            n0, n1 = _knot_names(spec, i)
+            out[n0] = 1.0 - f
+            out[n1] = f
     return out
 
 
