@@ -65,7 +65,9 @@ def _knot_names(spec: tuple[str, float, dict[int, str]], i: int) -> tuple[str, s
 
 
 def hat_bins(x: dict[str, float]) -> dict[str, float]:
-    """The binned features and derived log-ratios of `x`, each spread over its two nearest knots."""
+    """The binned features and derived log-ratios of `x`, each spread over its two nearest knots. A basis feature
+    of weight 0 is left out: without L2 (River's default) it changes neither the prediction nor, its gradient
+    being 0, any weight, and a sixth of the basis features are 0 on the Twitter trace (values on a knot)."""
     out: dict[str, float] = {}
     specs = _BINS_OF
     floor = math.floor
@@ -82,7 +84,8 @@ def hat_bins(x: dict[str, float]) -> dict[str, float]:
             if n0 is None or n1 is None:
                 n0, n1 = _knot_names(spec, i)
             out[n0] = 1.0 - f
-            out[n1] = f
+            if f:  # a value on a knot: the other weight is 0 and would only cost (see `hat_bins`)
+                out[n1] = f
     for a, b_name, c, spec in _DERIVED_SPECS:
         va, vb = x.get(a), x.get(b_name)
         if va is not None and vb is not None:
@@ -91,7 +94,8 @@ def hat_bins(x: dict[str, float]) -> dict[str, float]:
             f = b - i
             n0, n1 = _knot_names(spec, i)
             out[n0] = 1.0 - f
-            out[n1] = f
+            if f:
+                out[n1] = f
     return out
 
 
