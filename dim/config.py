@@ -143,8 +143,11 @@ class SolverSettings(BaseModel):
     max_replicas_per_provider: int = 1
     # The SLA applies to objects expecting more than this many reads over the horizon.
     sla_min_reads: float = 1.0
-    # Archive tiers only for objects expecting at most this many reads over the horizon.
+    # Archive tiers only for objects expecting at most this many reads over the horizon...
     archive_max_reads: float = 0.05
+    # ...except as backups: with archive_backups an object expecting more may keep a replica in an archive tier
+    # as long as another replica serves its reads (the archive one is never the serving replica).
+    archive_backups: bool = True
     # A move must improve the model's objective by at least this much (dollars over the horizon).
     min_net_saving_usd: float = 1e-6
     # Coupling constraints of one cycle. capacity: location id -> bytes available to the batch's objects.

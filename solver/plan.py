@@ -120,8 +120,17 @@ def plan_with_details(
             continue
         policy = policy_for(f"{c.bucket}/{c.key}", settings.policies)
         mask = masks.setdefault(id(policy), policy_mask(catalogue, policy))
+        backups_only = False  # archive locations may hold this object's backups, never its serving replica
         if expected_reads_over_horizon(c, params.horizon_days) > settings.archive_max_reads:
-            mask = mask & ~la.archive
+            servable = mask & ~la.archive
+            # Only while a current replica can go on serving: an object that sits wholly in archive tiers and
+            # is now expected to be read is moved out as before (its current set has no replica to serve from).
+            if settings.archive_backups and servable.any() and any(
+                servable[catalogue.index(loc)] for loc in placement.locations
+            ):
+                backups_only = True
+            else:
+                mask = servable
         rf = max(settings.replication_factor, (policy.min_replication_factor or 0) if policy else 0)
         n_prov = len(set(la.provider_of[mask].tolist()))
         max_pp = effective_max_per_provider(
@@ -130,7 +139,7 @@ def plan_with_details(
         if not _can_hold(mask, la, rf, max_pp):
             skipped["policy_infeasible"] += 1
             continue
-        rows.append((c, placement, rf, max_pp, mask))
+        rows.append((c, placement, rf, max_pp, mask, backups_only))
     for reason, count in skipped.items():
         log.info("solver skipped %d candidates: %s", count, reason)
     plan_id = _plan_id(catalogue.version, now, [(c.bucket, c.key, c.as_of) for c, *_ in rows])
@@ -176,7 +185,7 @@ def plan_with_details(
     changed = np.flatnonzero((sol.chosen != pb.current).any(axis=1))
     moves: list[Move] = []
     for i in changed.tolist():
-        c, placement, rf, _, _ = rows[i]
+        c, placement, rf, *_ = rows[i]
         from_ids = placement.locations
         to_ids = _ordered(from_ids, [la.ids[l] for l in np.flatnonzero(sol.chosen[i])])
         saving = float(savings[i])
@@ -248,12 +257,19 @@ def _problem(
     # A location already over its capacity must not grow, but the batch need not empty it to be feasible.
     capacity = np.array([float(settings.capacity_bytes.get(lid, np.inf)) for lid in la.ids])
     capacity = np.maximum(capacity, (cur * size[:, None]).sum(axis=0))
+    cm = cost_matrices(size, reads, cur, age, la, params)
+    backups_only = np.array([r[5] for r in rows], dtype=bool)
+    if backups_only.any():
+        # Reads are served by the replica with the cheapest serve cost (the `min` of the objective): priced out
+        # of serving, an archive replica can only be a backup. The set must then hold a servable replica, which
+        # every feasible set of such an object can (the mask allows one): the penalty never reaches a plan.
+        cm.serve[backups_only[:, None] & la.archive[None, :]] += ARCHIVE_SERVE_PENALTY_USD
     return Problem(
         la=la,
-        cm=cost_matrices(size, reads, cur, age, la, params),
+        cm=cm,
         size=size,
         current=cur,
-        allowed=np.stack([m for *_, m in rows]),
+        allowed=np.stack([r[4] for r in rows]),
         rf=np.array([r[2] for r in rows]),
         max_per_provider=np.array([r[3] for r in rows]),
         capacity=capacity,
@@ -261,6 +277,10 @@ def _problem(
         budget_usd=float(settings.move_budget_usd) if settings.move_budget_usd is not None else np.inf,
         move_fee=settings.min_net_saving_usd,
     )
+
+
+# Far above any object's cost over the horizon, far below float precision trouble.
+ARCHIVE_SERVE_PENALTY_USD = 1e3
 
 
 def _horizon_costs(pb: Problem, x: np.ndarray) -> np.ndarray:

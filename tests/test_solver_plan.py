@@ -307,3 +307,28 @@ def test_plan_figures_do_not_depend_on_candidate_order(milp_max):
     assert sorted((m.key, m.to_locations) for m in a.moves) == sorted(
         (m.key, m.to_locations) for m in b.moves
     )
+
+
+ARCHIVE_IDS = {loc.id for loc in CAT.locations if loc.archive}
+
+
+def test_archive_tiers_hold_backups_of_objects_that_are_read_but_never_serve_them():
+    # read about once in two months / a little over once in two years: both above archive_max_reads (0.05)
+    warm, rare = cand("warm", reads=0.5, idle_days=10), cand("rare", reads=0.06, idle_days=60, size=50 * GIB)
+    current = {(c.bucket, c.key): placed(c, SolverSettings().initial_locations) for c in (warm, rare)}
+    with_backups = plan_placements([warm, rare], current, CAT, SolverSettings(), NOW)
+    without = plan_placements([warm, rare], current, CAT, SolverSettings(archive_backups=False), NOW)
+    assert len(with_backups.moves) == 2
+    for move in with_backups.moves:  # one backup in archive, one replica that serves
+        assert sum(loc in ARCHIVE_IDS for loc in move.to_locations) == 1, move
+    assert not any(loc in ARCHIVE_IDS for m in without.moves for loc in m.to_locations)
+    # the figures are the real costs (no serve penalty in them), and lower with the archive backup
+    assert with_backups.cost_after_usd_month < without.cost_after_usd_month < with_backups.cost_before_usd_month
+
+
+def test_an_object_wholly_in_archive_tiers_that_is_read_again_moves_out():
+    c = cand("back", reads=20.0, idle_days=0.5, p_hot=0.9)
+    current = {("b", "back"): placed(c, ["aws:us-east-1:deep-archive", "gcp:us-east1:archive"])}
+    [move] = plan_placements([c], current, CAT, SolverSettings(), NOW).moves
+    assert any(loc not in ARCHIVE_IDS for loc in move.to_locations)
+    assert "break RF" in move.reason or "policy" in move.reason
