@@ -70,12 +70,7 @@ def list_objects(store: AnalyticsStore, *, bucket: str | None, prefix: str | Non
         return _page_in_key_order(store, bucket, prefix, after, limit)
     where = ["NOT deleted"]
     params: dict[str, Any] = {"limit": limit + 1}
-    if bucket is not None:
-        where.append("bucket = {bucket:String}")
-        params["bucket"] = bucket
-    if prefix:
-        where.append("startsWith(key, {prefix:String})")
-        params["prefix"] = prefix
+    _scope(where, params, bucket, prefix)
     if provider is not None:
         where.append("arrayExists(l -> splitByChar(':', l)[1] = {provider:String}, locations)")
         params["provider"] = provider
@@ -96,14 +91,11 @@ def list_objects(store: AnalyticsStore, *, bucket: str | None, prefix: str | Non
     if cursor:
         if sort_expr is None:
             cb, ck = decode_cursor(cursor, (str, str))
-            # Spelled out rather than as a tuple comparison, which the primary-key analysis uses less well.
-            where.append("key > {ck:String}" if bucket is not None and cb == bucket
-                         else "bucket >= {cb:String} AND (bucket > {cb:String} OR key > {ck:String})")
+            _after_key(where, params, bucket, cb, ck, inclusive=False)
         else:
             cv, cb, ck = decode_cursor(cursor, (float, str, str))
             where.append(f"({sv}, bucket, key) > ({{cv:Float64}}, {{cb:String}}, {{ck:String}})")
-            params["cv"] = cv
-        params["cb"], params["ck"] = cb, ck
+            params["cv"], params["cb"], params["ck"] = cv, cb, ck
     order = "bucket, key" if sort_expr is None else f"{sv}, bucket, key"
     # FINAL with the primary key's order: the page is read in order from the cursor and stops at the limit.
     rows = store.query(
@@ -125,6 +117,26 @@ def list_objects(store: AnalyticsStore, *, bucket: str | None, prefix: str | Non
     return rows, next_cursor
 
 
+def _scope(where: list[str], params: dict[str, Any], bucket: str | None, prefix: str | None) -> None:
+    """The conditions of a listing's bucket and key prefix."""
+    if bucket is not None:
+        where.append("bucket = {bucket:String}")
+        params["bucket"] = bucket
+    if prefix:
+        where.append("startsWith(key, {prefix:String})")
+        params["prefix"] = prefix
+
+
+def _after_key(where: list[str], params: dict[str, Any], bucket: str | None, cb: str, ck: str,
+               inclusive: bool) -> None:
+    """The condition of a listing in (bucket, key) order that starts after (or at) the object (cb, ck)."""
+    op = ">=" if inclusive else ">"
+    # Spelled out rather than as a tuple comparison, which the primary-key analysis uses less well.
+    where.append(f"key {op} {{ck:String}}" if bucket is not None and cb == bucket
+                 else f"bucket >= {{cb:String}} AND (bucket > {{cb:String}} OR key {op} {{ck:String}})")
+    params["cb"], params["ck"] = cb, ck
+
+
 def _page_in_key_order(store: AnalyticsStore, bucket: str | None, prefix: str | None,
                        after: tuple[str, str] | None, limit: int) -> tuple[list[dict], str | None]:
     """A page of objects in (bucket, key) order after the cursor `after`, each with its newest heat, from
@@ -139,19 +151,9 @@ def _page_in_key_order(store: AnalyticsStore, bucket: str | None, prefix: str | 
     while True:
         where = ["(kind = 'heat' OR NOT deleted)"]
         params: dict[str, Any] = {"n": rows_per_read}
-        if bucket is not None:
-            where.append("bucket = {bucket:String}")
-            params["bucket"] = bucket
-        if prefix:
-            where.append("startsWith(key, {prefix:String})")
-            params["prefix"] = prefix
+        _scope(where, params, bucket, prefix)
         if resume is not None:
-            cb, ck, inclusive = resume
-            op = ">=" if inclusive else ">"
-            # Spelled out rather than as a tuple comparison, which the primary-key analysis uses less well.
-            where.append(f"key {op} {{ck:String}}" if bucket is not None and cb == bucket
-                         else f"bucket >= {{cb:String}} AND (bucket > {{cb:String}} OR key {op} {{ck:String}})")
-            params["cb"], params["ck"] = cb, ck
+            _after_key(where, params, bucket, *resume)
         rows = store.json_column(
             f"""SELECT payload FROM {store.table(t.OBJECT_PAGE)} FINAL
                 WHERE {' AND '.join(where)} ORDER BY bucket, key, kind LIMIT {{n:UInt32}}""", params, SMALL_READ)
