@@ -20,6 +20,7 @@ class Pending:
     x: dict[str, float]
     p: float  # the p_hot served when the prediction was made (for honest prequential evaluation)
     reads: int = 0
+    basis: dict[str, float] | None = None  # the model's transform of x, when the predictor computed it already
 
 
 @dataclass(slots=True)
@@ -29,6 +30,7 @@ class Labelled:
     x: dict[str, float]
     p: float
     y: bool
+    basis: dict[str, float] | None = None
 
 
 class DelayedLabels:
@@ -42,8 +44,9 @@ class DelayedLabels:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def add(self, key: str, at: float, x: dict[str, float], p: float) -> None:
-        entry = Pending(key, at, x, p)
+    def add(self, key: str, at: float, x: dict[str, float], p: float,
+            basis: dict[str, float] | None = None) -> None:
+        entry = Pending(key, at, x, p, basis=basis)
         heapq.heappush(self._heap, (at + self.horizon_s, self._seq, entry))
         self._seq += 1
         self._by_key.setdefault(key, []).append(entry)
@@ -80,5 +83,5 @@ class DelayedLabels:
                 entries.remove(e)
                 if not entries:
                     del self._by_key[e.key]
-            out.append(Labelled(e.key, e.at, e.x, e.p, e.reads >= self.hot_reads))
+            out.append(Labelled(e.key, e.at, e.x, e.p, e.reads >= self.hot_reads, e.basis))
         return out

@@ -42,60 +42,64 @@ DERIVED_RATIOS = (("reads_per_age", "log_reads", "log_age_s", 1.0, 0.5),
             ("reads_per_idle", "log_reads", "log_idle_s", 1.0, 0.5),
             ("age_per_idle", "log_age_s", "log_idle_s", 1.0, 0.5),
             ("reads_per_size", "log_reads", "log_size", 0.3, 0.5))
-# feature name -> (name, bin width, {knot index: basis feature name}) or None when the feature is not binned.
-_BINS_OF: dict[str, tuple[str, float, dict[int, str]] | None] = {}
-_DERIVED_SPECS = [(a, b, c, (name, width, {})) for name, a, b, c, width in DERIVED_RATIOS]
+# feature name -> (bin width, {knot index i: (basis name of knot i, of knot i + 1)}, name), or None when the
+# feature is not binned. Basis names are cached: formatting them was a third of the binned model's prediction cost.
+_BINS_OF: dict[str, tuple[float, dict[int, tuple[str, str]], str] | None] = {}
+_DERIVED_SPECS = [(a, b, c, (width, {}, name)) for name, a, b, c, width in DERIVED_RATIOS]
 
 
-def _bins_of(name: str) -> tuple[str, float, dict[int, str]] | None:
+def _bins_of(name: str) -> tuple[float, dict[int, tuple[str, str]], str] | None:
     width = next((w for p, w in _BIN_WIDTHS if name.startswith(p)), None)
-    spec = _BINS_OF[name] = (name, width, {}) if width is not None else None
+    spec = _BINS_OF[name] = (width, {}, name) if width is not None else None
     return spec
 
 
 _UNSEEN = object()
 
 
-def _knot_names(spec: tuple[str, float, dict[int, str]], i: int) -> tuple[str, str]:
-    name, _, names = spec
-    # Basis names are cached: formatting them was a third of the binned model's prediction cost.
-    n0 = names.get(i) or names.setdefault(i, f"{name}={i}")
-    n1 = names.get(i + 1) or names.setdefault(i + 1, f"{name}={i + 1}")
-    return n0, n1
+def _knot_pair(spec: tuple[float, dict[int, tuple[str, str]], str], i: int) -> tuple[str, str]:
+    name = spec[2]
+    pair = spec[1][i] = (f"{name}={i}", f"{name}={i + 1}")
+    return pair
 
 
 def hat_bins(x: dict[str, float]) -> dict[str, float]:
     """The binned features and derived log-ratios of `x`, each spread over its two nearest knots. A basis feature
     of weight 0 is left out: without L2 (River's default) it changes neither the prediction nor, its gradient
-    being 0, any weight, and a sixth of the basis features are 0 on the Twitter trace (values on a knot)."""
+    being 0, any weight, and a sixth of the basis features are 0 on the Twitter trace (values on a knot).
+    Runs once per evaluation (most events): one dict lookup per knot pair, no Python-level helper calls."""
     out: dict[str, float] = {}
     specs = _BINS_OF
     floor = math.floor
     for name, value in x.items():
         spec = specs.get(name, _UNSEEN)
+        if spec is None:
+            continue
         if spec is _UNSEEN:
             spec = _bins_of(name)
-        if spec is not None:
-            b = value / spec[1]
-            i = floor(b)
-            f = b - i
-            knots = spec[2]
-            n0, n1 = knots.get(i), knots.get(i + 1)
-            if n0 is None or n1 is None:
-                n0, n1 = _knot_names(spec, i)
-            out[n0] = 1.0 - f
-            if f:  # a value on a knot: the other weight is 0 and would only cost (see `hat_bins`)
-                out[n1] = f
+            if spec is None:
+                continue
+        b = value / spec[0]
+        i = floor(b)
+        f = b - i
+        pair = spec[1].get(i) or _knot_pair(spec, i)
+        if f:
+            out[pair[0]] = 1.0 - f
+            out[pair[1]] = f
+        else:  # a value on a knot: the other weight is 0 and would only cost (see above)
+            out[pair[0]] = 1.0
     for a, b_name, c, spec in _DERIVED_SPECS:
         va, vb = x.get(a), x.get(b_name)
         if va is not None and vb is not None:
-            b = (va - c * vb) / spec[1]
+            b = (va - c * vb) / spec[0]
             i = floor(b)
             f = b - i
-            n0, n1 = _knot_names(spec, i)
-            out[n0] = 1.0 - f
+            pair = spec[1].get(i) or _knot_pair(spec, i)
             if f:
-                out[n1] = f
+                out[pair[0]] = 1.0 - f
+                out[pair[1]] = f
+            else:
+                out[pair[0]] = 1.0
     return out
 
 
@@ -131,21 +135,39 @@ class OnlineModel:
         p = model.predict_proba_one(x).get(True, 0.0)
         return p if math.isfinite(p) else 0.5
 
-    def predict(self, x: dict[str, float]) -> float | None:
-        """p_hot from the currently best model, or None while warming up."""
+    @property
+    def _binned_regression(self):
+        # The pipeline's last step. Callers that already hold `hat_bins(x)` (computed once per prediction and
+        # kept with its pending label) use it directly: exactly what the pipeline computes, without transforming
+        # the same x again for the prediction, the label's scoring and the label's learning.
+        return self.models[BINNED].steps["LogisticRegression"]
+
+    @property
+    def uses_basis(self) -> bool:
+        """Does `predict` need `hat_bins(x)` (the binned regression serves)?"""
+        return self.selected == BINNED and self.scored >= self.warmup
+
+    def predict(self, x: dict[str, float], basis: dict[str, float] | None = None) -> float | None:
+        """p_hot from the currently best model, or None while warming up. `basis`: hat_bins(x), if known."""
         if self.scored < self.warmup:
             return None
+        if self.selected == BINNED:
+            return self._p(self._binned_regression, basis if basis is not None else hat_bins(x))
         return self._p(self.models[self.selected], x)
 
-    def learn(self, x: dict[str, float], y: bool) -> None:
+    def learn(self, x: dict[str, float], y: bool, basis: dict[str, float] | None = None) -> None:
+        """Learn one label (`basis`: hat_bins(x), if known). The forest's share is scored first, then learned."""
+        if basis is None:
+            basis = hat_bins(x)
+        regression = self._binned_regression
         if self.rng.random() < self.forest_fraction:
-            for name, model in self.models.items():
-                p = min(1 - 1e-9, max(1e-9, self._p(model, x)))
+            for name, (model, features) in ((BINNED, (regression, basis)), (FOREST, (self.models[FOREST], x))):
+                p = min(1 - 1e-9, max(1e-9, self._p(model, features)))
                 self.scores[name].update(y, {True: p, False: 1 - p})
             self.models[FOREST].learn_one(x, y)
             self.scored += 1
             self.selected = min(self.scores, key=lambda n: (self.scores[n].get(), n))
-        self.models[BINNED].learn_one(x, y)
+        regression.learn_one(basis, y)
         self.learned += 1
 
     def summary(self) -> dict[str, float | int | str]:

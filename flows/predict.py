@@ -9,7 +9,7 @@ import random
 from flows.features import object_features
 from flows.heat import poisson_at_least
 from flows.labels import DelayedLabels, Labelled
-from flows.model import OnlineModel
+from flows.model import OnlineModel, hat_bins
 
 
 class RiverPredictor:
@@ -34,11 +34,15 @@ class RiverPredictor:
     def on_evaluate(self, shard, key: str, rec, at: float, mu: float, read_heat: list[float],
                     write_heat: list[float]) -> float:
         x = object_features(shard.params.heat, rec, at, read_heat, write_heat)
-        p = self.model.predict(x)
+        model = self.model
+        labelled = self.label_fraction >= 1.0 or self.rng.random() < self.label_fraction
+        # The model's basis of x, computed once: for the prediction and, kept with the label, for its learning.
+        basis = hat_bins(x) if labelled or model.uses_basis else None
+        p = model.predict(x, basis)
         if p is None:
             p = poisson_at_least(mu, self.hot_reads)
-        if self.label_fraction >= 1.0 or self.rng.random() < self.label_fraction:
-            self.labels.add(key, at, x, p)
+        if labelled:
+            self.labels.add(key, at, x, p, basis)
         return p
 
     def on_read(self, key: str, t: float) -> None:
@@ -48,8 +52,9 @@ class RiverPredictor:
         if not self.labels.due(watermark):  # the common case, once per event: keep it cheap
             return
         for lab in self.labels.pop_due(watermark):
-            self.model.learn(lab.x, lab.y)
+            self.model.learn(lab.x, lab.y, lab.basis)
             self.labels_learned += 1
+            lab.basis = None
             if self.record:
                 # Compact: feature values in feature_names() order (dicts of millions of labels do not fit).
                 lab.x = tuple(lab.x.values())

@@ -114,3 +114,33 @@ def test_offline_core_learns_from_delayed_labels_and_is_deterministic():
     assert [o.model_dump() for o in a.outputs] == [o.model_dump() for o in b.outputs]
     assert any(st.predictor.model.scored >= 20 for st in a.shards)
     assert {o.outlook for o in a.outputs if hasattr(o, "outlook")} >= {"hot", "cold"}
+
+
+def test_a_basis_kept_with_the_label_gives_what_the_pipeline_gives():
+    # The predictor computes hat_bins(x) once per prediction and learns its label from it later: the model must
+    # end up exactly where River's pipeline (transforming x itself at every call) would.
+    from river import compose, linear_model, optim
+
+    from flows.model import BINNED_LEARNING_RATE, hat_bins
+
+    rng = random.Random(3)
+    river_pipeline = compose.FuncTransformer(hat_bins) | linear_model.LogisticRegression(
+        optimizer=optim.AdaGrad(BINNED_LEARNING_RATE))
+    cached = OnlineModel(seed=2, forest_fraction=0.3, warmup=20, window=200)
+    plain = OnlineModel(seed=2, forest_fraction=0.3, warmup=20, window=200)
+    for _ in range(600):
+        x = {"log_reads": rng.uniform(0, 5), "log_idle_s": rng.uniform(0, 12), "log_age_s": rng.uniform(0, 14),
+             "write_share": rng.random(), "hour_sin": rng.uniform(-1, 1)}
+        y = rng.random() < 0.3 + 0.1 * x["log_reads"] - 0.02 * x["log_idle_s"]
+        basis = hat_bins(x)
+        p_cached, p_plain = cached.predict(x, basis), plain.predict(x)
+        assert p_cached == p_plain
+        if p_plain is not None and plain.selected == BINNED:
+            assert p_plain == plain.models[BINNED].predict_proba_one(x)[True]
+        cached.learn(x, y, basis)
+        plain.learn(x, y)
+        river_pipeline.learn_one(x, y)
+    assert cached.summary() == plain.summary() and cached.scored > 20
+    weights = [m["LogisticRegression"]._weights.to_dict()
+               for m in (cached.models[BINNED], plain.models[BINNED], river_pipeline)]
+    assert weights[0] == weights[1] == weights[2] and len(weights[0]) > 20
