@@ -5,9 +5,13 @@ it needs is E[reads in (t, t + H] | what the flow knows at t]. Scaling the decay
 to H is wrong in both directions on real traces: right after a read it extrapolates a burst over a month (a
 one-hit object "expects" ~20 reads), and after a week idle it says ~0 while such objects are still read again.
 
-So each shard estimates it from its own history, grouped by state = (activity, idle time), where activity = the
-object's reads decayed to its last access with the flow's longest half-life (recent reads count, old ones fade:
-an object back after a month idle looks like a new one, not like one read twice in a day):
+So each shard estimates it from its own history, grouped by state = (size class, activity, idle time), where
+activity = the object's reads decayed to its last access with the flow's longest half-life (recent reads count, old
+ones fade: an object back after a month idle looks like a new one, not like one read twice in a day), and the size
+class is the object's size in powers of 4 from 256 KiB to 16 MiB. Size matters: on the Twitter trace a one-read
+object idle for 7 days is read 0.07 times in the next 30 days below 256 KiB, 1.1 times at ~0.5 MB and 0.66 times at
+~3 MB (docs/evaluation.md), and the big ones are the bytes a tier decision is about. Every observation also counts
+in its state pooled over sizes, which a size class without enough observations of its own falls back to:
 - an *observation* is the state of a sampled object when the shard evaluates it (sampling by a hash of the key,
   so the estimate is a function of the shard's event sequence, identical for any worker count and after recovery);
 - its reads are counted per *development period* after the observation ([0, 1 d), [1 d, 3 d), ... up to H), by
@@ -30,6 +34,15 @@ import heapq
 
 SECONDS_PER_DAY = 86_400.0
 ACTIVITY_BUCKETS = (1.5, 2.5, 5.5, 20.5)  # ~ 1, 2, 3-5, 6-20, > 20 recent reads
+SIZE_BUCKETS = (256 * 1024, 1024**2, 4 * 1024**2, 16 * 1024**2)  # bytes: < 256 KiB, < 1 MiB, ... >= 16 MiB
+
+
+def size_bucket(size: int) -> int:
+    b = 0
+    for edge in SIZE_BUCKETS:
+        if size >= edge:
+            b += 1
+    return b
 
 
 def activity_bucket(activity: float) -> int:
@@ -55,7 +68,8 @@ def period_ends(horizon_s: float, steps_s: tuple[float, ...]) -> tuple[float, ..
 
 
 class HorizonReads:
-    """Chain-ladder estimate of reads over `horizon_s` per (activity bucket, idle bucket); see the module docstring."""
+    """Chain-ladder estimate of reads over `horizon_s` per (size class, activity bucket, idle bucket), with the
+    states pooled over sizes as the fallback; see the module docstring."""
 
     def __init__(self, horizon_s: float, idle_steps_s: tuple[float, ...], sample_every: int = 2,
                  min_count: int = 100):
@@ -64,15 +78,20 @@ class HorizonReads:
         self.ends = period_ends(horizon_s, self.steps_s)
         self.sample_every = max(1, int(sample_every))
         self.min_count = min_count
-        n_states = (len(ACTIVITY_BUCKETS) + 1) * (len(self.steps_s) + 1)
+        # state = size class * pooled_states + activity bucket * (idle buckets) + idle bucket; size class
+        # len(SIZE_BUCKETS) + 1 (one past the last) is the pooled one
+        self.pooled_states = (len(ACTIVITY_BUCKETS) + 1) * (len(self.steps_s) + 1)
+        self.pooled_base = (len(SIZE_BUCKETS) + 1) * self.pooled_states
+        n_states = self.pooled_base + self.pooled_states
         self.reads_sum = [[0] * len(self.ends) for _ in range(n_states)]
         self.complete = [[0] * len(self.ends) for _ in range(n_states)]
         # (checkpoint time, key, observed at, state, period, reads counter at the period's start)
         self.pending: list[tuple[float, str, float, int, int, int]] = []
         self._cache: dict[int, float | None] = {}
 
-    def state(self, activity: float, idle_s: float) -> int:
-        return activity_bucket(activity) * (len(self.steps_s) + 1) + idle_bucket(idle_s, self.steps_s)
+    def state(self, activity: float, idle_s: float, size: int) -> int:
+        return (size_bucket(size) * self.pooled_states + activity_bucket(activity) * (len(self.steps_s) + 1)
+                + idle_bucket(idle_s, self.steps_s))
 
     def sampled(self, key: str) -> bool:
         # Not CRC32: the partitioner routes keys by CRC32, and CRC32 is affine, so a CRC32 sample would be
@@ -80,10 +99,10 @@ class HorizonReads:
         digest = hashlib.blake2b(key.encode(), digest_size=8, person=b"horizon-reads").digest()
         return int.from_bytes(digest, "little") % self.sample_every == 0
 
-    def observe(self, key: str, at: float, activity: float, idle_s: float, reads: int) -> None:
-        """An evaluation of object `key` at `at` (caller checks `sampled`) in state (activity, idle_s); `reads`:
-        its reads counter now. Its reads are followed from now on."""
-        heapq.heappush(self.pending, (at + self.ends[0], key, at, self.state(activity, idle_s), 0, reads))
+    def observe(self, key: str, at: float, activity: float, idle_s: float, reads: int, size: int) -> None:
+        """An evaluation of object `key` at `at` (caller checks `sampled`) in state (size, activity, idle_s);
+        `reads`: its reads counter now. Its reads are followed from now on."""
+        heapq.heappush(self.pending, (at + self.ends[0], key, at, self.state(activity, idle_s, size), 0, reads))
 
     def advance(self, clock: float, reads_of) -> None:
         """Close every development period that ended by `clock`; `reads_of(key)` is the object's reads counter."""
@@ -92,21 +111,24 @@ class HorizonReads:
         while pending and pending[0][0] <= clock:
             _, key, at, st, period, start_reads = heapq.heappop(pending)
             now_reads = reads_of(key)
-            self.reads_sum[st][period] += max(0, now_reads - start_reads)
-            self.complete[st][period] += 1
+            for counted in (st, self.pooled_base + st % self.pooled_states):
+                self.reads_sum[counted][period] += max(0, now_reads - start_reads)
+                self.complete[counted][period] += 1
             changed = True
             if period + 1 < len(self.ends):
                 heapq.heappush(pending, (at + self.ends[period + 1], key, at, st, period + 1, now_reads))
         if changed:
             self._cache.clear()
 
-    def estimate(self, activity: float, idle_s: float) -> float | None:
-        """E[reads in the next horizon_s] for an object of this activity, idle for `idle_s`; None if the shard has
-        not seen enough yet."""
-        st = self.state(activity, idle_s)
-        if st not in self._cache:
-            self._cache[st] = self._estimate(st)
-        return self._cache[st]
+    def estimate(self, activity: float, idle_s: float, size: int) -> float | None:
+        """E[reads in the next horizon_s] for an object of this size and activity, idle for `idle_s`: its size
+        class's estimate, that of all sizes while the class has too few observations, None while both have."""
+        st = self.state(activity, idle_s, size)
+        cache = self._cache
+        if st not in cache:
+            e = self._estimate(st)
+            cache[st] = e if e is not None else self._estimate(self.pooled_base + st % self.pooled_states)
+        return cache[st]
 
     def _estimate(self, st: int) -> float | None:
         width = len(self.steps_s) + 1

@@ -237,7 +237,7 @@ class ShardState:
         its horizon gives the calibrated total); the heat's `heat_mu` until the calibration has an estimate."""
         if rec.gone:
             return 0.0
-        e = self.horizon_reads.estimate(self._activity(rec, at, rh), at - rec.last_access)
+        e = self.horizon_reads.estimate(self._activity(rec, at, rh), at - rec.last_access, rec.size)
         if e is None:
             return heat_mu
         return e * self.params.horizon_s / self.params.planning_horizon_s
@@ -278,7 +278,7 @@ class ShardState:
     def _observe(self, key: str, rec: ObjectRecord, at: float, rh: list[float], idle: float) -> None:
         """A calibration observation of sampled object `key` at `at`, `idle` after the access its chain follows."""
         self.observed_at[key] = at
-        self.horizon_reads.observe(key, at, self._activity(rec, at, rh), idle, rec.reads)
+        self.horizon_reads.observe(key, at, self._activity(rec, at, rh), idle, rec.reads, rec.size)
 
     def _queue_idle(self, key: str, due: float, last_access: float) -> None:
         """The object's one live idle re-check: at `due`, following its access at `last_access`."""

@@ -21,9 +21,9 @@ def test_chain_ladder_recovers_the_mean_reads_over_the_horizon():
     hr = HorizonReads(30 * DAY, STEPS, sample_every=1, min_count=10)
     reads = {}
     for i in range(40):  # observed at idle 0 with one read; later one read on day 2 and one on day 10 after
-        hr.observe(f"o{i}", 0.0, 1.0, 0.0, 1)
+        hr.observe(f"o{i}", 0.0, 1.0, 0.0, 1, MB)
         reads[f"o{i}"] = 1
-    assert hr.estimate(1.0, 0.0) is None  # nothing complete yet: the caller falls back to the heat
+    assert hr.estimate(1.0, 0.0, MB) is None  # nothing complete yet: the caller falls back to the heat
     for day in range(1, 31):
         if day == 3:
             reads.update({k: 2 for k in reads})
@@ -31,10 +31,35 @@ def test_chain_ladder_recovers_the_mean_reads_over_the_horizon():
             reads.update({k: 3 for k in reads})
         hr.advance(day * DAY, reads.__getitem__)
         if day == 5:  # periods [0,1) and [1,3) complete: 1 read known, the rest extrapolated, decaying
-            assert 1.0 < hr.estimate(1.0, 0.0) < 1.0 + 1.0 / 2 * 27
-    assert hr.estimate(1.0, 0.0) == pytest.approx(2.0)
+            assert 1.0 < hr.estimate(1.0, 0.0, MB) < 1.0 + 1.0 / 2 * 27
+    assert hr.estimate(1.0, 0.0, MB) == pytest.approx(2.0)
     # an idle state without observations borrows nothing from the burst state: None (heat fallback)
-    assert hr.estimate(1.0, 7 * DAY) is None
+    assert hr.estimate(1.0, 7 * DAY, MB) is None
+
+
+def test_each_size_class_has_its_own_estimate_and_falls_back_to_all_sizes():
+    hr = HorizonReads(30 * DAY, STEPS, sample_every=1, min_count=10)
+    reads = {}
+    # 30 small objects read again 4 times within the horizon, 30 big ones never; 5 mid-sized ones read once more
+    for i in range(30):
+        for name, size in ((f"small{i}", 100_000), (f"big{i}", 8 * MB)):
+            hr.observe(name, 0.0, 1.0, 0.0, 1, size)
+            reads[name] = 1
+    for i in range(5):
+        hr.observe(f"mid{i}", 0.0, 1.0, 0.0, 1, 2 * MB)
+        reads[f"mid{i}"] = 1
+    for day in range(1, 31):
+        if day == 2:
+            reads.update({k: 5 for k in reads if k.startswith("small")})
+            reads.update({k: 2 for k in reads if k.startswith("mid")})
+        hr.advance(day * DAY, reads.__getitem__)
+    assert hr.estimate(1.0, 0.0, 100_000) == pytest.approx(4.0)
+    assert hr.estimate(1.0, 0.0, 8 * MB) == pytest.approx(0.0)
+    assert hr.estimate(1.0, 0.0, 12 * MB) == pytest.approx(0.0)  # the same class (4-16 MiB)
+    # 5 observations are too few for the 1-4 MiB class: all 65 objects' mean, (30 * 4 + 5 * 1) / 65
+    assert hr.estimate(1.0, 0.0, 2 * MB) == pytest.approx(125 / 65)
+    # a size class never seen at all: the same fallback
+    assert hr.estimate(1.0, 0.0, 100 * MB) == pytest.approx(125 / 65)
 
 
 def test_sampling_does_not_follow_the_partitioner():
