@@ -8,9 +8,9 @@ one-hit object "expects" ~20 reads), and after a week idle it says ~0 while such
 So each shard estimates it from its own history, grouped by state = (size class, activity, idle time), where
 activity = the object's reads decayed to its last access with the flow's longest half-life (recent reads count, old
 ones fade: an object back after a month idle looks like a new one, not like one read twice in a day), and the size
-class is the object's size in powers of 4 from 256 KiB to 16 MiB. Size matters: on the Twitter trace a one-read
-object idle for 7 days is read 0.07 times in the next 30 days below 256 KiB, 1.1 times at ~0.5 MB and 0.66 times at
-~3 MB (docs/evaluation.md), and the big ones are the bytes a tier decision is about. Every observation also counts
+class is the object's size in powers of 4 from 256 KiB to 16 MiB. Size matters: on the Twitter trace an object idle
+for 7 days is read again within the next 30 days with probability 0.04 below 256 KiB, 0.39 at 256 KiB-1 MiB, 0.25
+at 1-4 MiB and 0.33 at 4-16 MiB (bench/return_rates.py), and the big ones are the bytes a tier decision is about. Every observation also counts
 in its state pooled over sizes, which a size class without enough observations of its own falls back to:
 - an *observation* is the state of a sampled object when the shard evaluates it (sampling by a hash of the key,
   so the estimate is a function of the shard's event sequence, identical for any worker count and after recovery);
