@@ -32,7 +32,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from dim.config import Settings, kafka_consumer_config
 from dim.kafka import END_MARKER_HEADER, partitions_of, produce, producer
 from flows.parse import parse_access
-from flows.shard import FlowParams, ShardState
+from flows.shard import FlowParams, ShardState, restore_shard
 from schemas import Candidate, DeadLetter, ObjectHeat, topics
 
 FLOW_NAME = "dim-flow"
@@ -156,7 +156,7 @@ class ShardLogic(StatefulBatchLogic):
 
     def __init__(self, make_shard, resume: bytes | None):
         self.make_shard = make_shard
-        self.shard: ShardState | None = pickle.loads(resume) if resume is not None else None
+        self.shard: ShardState | None = restore_shard(resume) if resume is not None else None
 
     def on_batch(self, values: list[tuple[int, list]]) -> tuple[Iterable[list[Record]], bool]:
         out: list[Record] = []

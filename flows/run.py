@@ -80,6 +80,7 @@ def load_shard_states(recovery_dir: Path) -> dict[int, ShardState]:  # noqa: F82
     import sqlite3
 
     from flows.dataflow import FLOW_NAME
+    from flows.shard import restore_shard
 
     latest: dict[str, tuple[int, bytes | None]] = {}
     for part in sorted(Path(recovery_dir).glob("part-*.sqlite3")):
@@ -98,4 +99,5 @@ def load_shard_states(recovery_dir: Path) -> dict[int, ShardState]:  # noqa: F82
             if key not in latest or epoch > latest[key][0]:
                 latest[key] = (epoch, blob)
     # Bytewax pickles the value our snapshot() returned, which is itself a pickled ShardState.
-    return {int(k): pickle.loads(pickle.loads(blob)) for k, (_, blob) in latest.items() if blob is not None}
+    return {int(k): restore_shard(pickle.loads(blob), f"{recovery_dir} (shard {k})")
+            for k, (_, blob) in latest.items() if blob is not None}

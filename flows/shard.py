@@ -33,6 +33,15 @@ from schemas import Candidate, ObjectHeat
 
 HOT, COLD, NEW, GONE = "hot", "cold", "new", "gone"
 
+# Layout of a pickled ShardState (recovery snapshots). Raise it whenever a change makes older snapshots unusable
+# (2: flows.horizon_reads keeps its ladder per size class; 1, implicit: everything before), so a flow restarted
+# on an old recovery store stops with StateFormatError instead of failing somewhere deep in the core.
+STATE_FORMAT = 2
+
+
+class StateFormatError(RuntimeError):
+    """A recovery snapshot was written by a flow whose shard state has another layout."""
+
 
 @dataclass(frozen=True)
 class FlowParams:
@@ -127,6 +136,7 @@ class PriorPredictor:
 
 class ShardState:
     def __init__(self, params: FlowParams, predictor=None):
+        self.state_format = STATE_FORMAT
         self.params = params
         self.predictor = predictor if predictor is not None else PriorPredictor()
         self.objects: dict[str, ObjectRecord] = {}
@@ -394,3 +404,17 @@ def _next_multiple(t: float, step: float) -> float:
 
 def _finite(value: float, default: float) -> float:
     return value if math.isfinite(value) else default
+
+
+def restore_shard(blob: bytes, where: str = "a recovery snapshot") -> ShardState:
+    """The ShardState pickled in `blob` (ShardLogic.snapshot), checked for this code's STATE_FORMAT."""
+    import pickle
+
+    shard = pickle.loads(blob)
+    found = getattr(shard, "state_format", 1)
+    if found != STATE_FORMAT:
+        raise StateFormatError(
+            f"{where} holds shard state format {found}, this flow reads format {STATE_FORMAT}: it was written by "
+            "another version of Data-in-Motion. Restart with the version that wrote it, or move the recovery "
+            "directory (settings.recovery_dir) away to rebuild the state from the access topic's retained events.")
+    return shard
