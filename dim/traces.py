@@ -41,7 +41,8 @@ def open_binary(path: Path) -> io.BufferedIOBase:
     return raw
 
 
-def detect_format(path: Path) -> str:
+def detect_format(path: Path | str) -> str:
+    path = Path(path)
     name = path.name.removesuffix(".zst")
     if name.endswith((".csv", ".txt")):
         return "csv"
@@ -50,7 +51,8 @@ def detect_format(path: Path) -> str:
     raise TraceError(f"cannot tell the format of {path.name}: use a .csv[.zst] or .oracleGeneral[.zst] file")
 
 
-def read_trace(path: Path, fmt: str | None = None, limit: int | None = None) -> Iterator[TraceRecord]:
+def read_trace(path: Path | str, fmt: str | None = None, limit: int | None = None) -> Iterator[TraceRecord]:
+    path = Path(path)
     fmt = fmt or detect_format(path)
     if fmt == "csv":
         yield from _read_csv(path, limit)

@@ -43,6 +43,10 @@ def test_bad_trace_lines_give_clear_errors(tmp_path, line):
         list(read_trace(path))
 
 
+def test_a_trace_path_may_be_given_as_a_string():
+    assert list(read_trace(str(SAMPLE), limit=3)) == list(read_trace(SAMPLE, limit=3))
+
+
 def test_to_event_scales_time_and_size():
     rec = next(read_trace(SAMPLE, limit=1))
     ev = to_event(rec, ReplayOptions(time_scale=3600, size_scale=10, start=1000.0))
