@@ -31,35 +31,16 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from bisect import bisect_right
 
 SECONDS_PER_DAY = 86_400.0
 ACTIVITY_BUCKETS = (1.5, 2.5, 5.5, 20.5)  # ~ 1, 2, 3-5, 6-20, > 20 recent reads
 SIZE_BUCKETS = (256 * 1024, 1024**2, 4 * 1024**2, 16 * 1024**2)  # bytes: < 256 KiB, < 1 MiB, ... >= 16 MiB
 
 
-def size_bucket(size: int) -> int:
-    b = 0
-    for edge in SIZE_BUCKETS:
-        if size >= edge:
-            b += 1
-    return b
-
-
-def activity_bucket(activity: float) -> int:
-    b = 0
-    for edge in ACTIVITY_BUCKETS:
-        if activity >= edge:
-            b += 1
-    return b
-
-
-def idle_bucket(idle_s: float, steps_s: tuple[float, ...]) -> int:
-    """0 below the first step, i once idle time reached steps_s[i - 1]."""
-    b = 0
-    for step in steps_s:
-        if idle_s >= step:
-            b += 1
-    return b
+def bucket(value: float, edges: tuple[float, ...]) -> int:
+    """How many of the increasing `edges` `value` has reached: 0 below the first, len(edges) from the last."""
+    return bisect_right(edges, value)
 
 
 def period_ends(horizon_s: float, steps_s: tuple[float, ...]) -> tuple[float, ...]:
@@ -90,8 +71,8 @@ class HorizonReads:
         self._cache: dict[int, float | None] = {}
 
     def state(self, activity: float, idle_s: float, size: int) -> int:
-        return (size_bucket(size) * self.pooled_states + activity_bucket(activity) * (len(self.steps_s) + 1)
-                + idle_bucket(idle_s, self.steps_s))
+        return (bucket(size, SIZE_BUCKETS) * self.pooled_states
+                + bucket(activity, ACTIVITY_BUCKETS) * (len(self.steps_s) + 1) + bucket(idle_s, self.steps_s))
 
     def sampled(self, key: str) -> bool:
         # Not CRC32: the partitioner routes keys by CRC32, and CRC32 is affine, so a CRC32 sample would be

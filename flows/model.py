@@ -68,18 +68,21 @@ def hat_bins(x: dict[str, float]) -> dict[str, float]:
     of weight 0 is left out: without L2 (River's default) it changes neither the prediction nor, its gradient
     being 0, any weight, and a sixth of the basis features are 0 on the Twitter trace (values on a knot).
     Runs once per evaluation (most events): one dict lookup per knot pair, no Python-level helper calls."""
-    out: dict[str, float] = {}
     specs = _BINS_OF
-    floor = math.floor
+    binned: list[tuple[tuple, float]] = []  # (spec, value in bin widths)
     for name, value in x.items():
         spec = specs.get(name, _UNSEEN)
-        if spec is None:
-            continue
         if spec is _UNSEEN:
             spec = _bins_of(name)
-            if spec is None:
-                continue
-        b = value / spec[0]
+        if spec is not None:
+            binned.append((spec, value / spec[0]))
+    for a, b_name, c, spec in _DERIVED_SPECS:
+        va, vb = x.get(a), x.get(b_name)
+        if va is not None and vb is not None:
+            binned.append((spec, (va - c * vb) / spec[0]))
+    out: dict[str, float] = {}
+    floor = math.floor
+    for spec, b in binned:
         i = floor(b)
         f = b - i
         pair = spec[1].get(i) or _knot_pair(spec, i)
@@ -88,18 +91,6 @@ def hat_bins(x: dict[str, float]) -> dict[str, float]:
             out[pair[1]] = f
         else:  # a value on a knot: the other weight is 0 and would only cost (see above)
             out[pair[0]] = 1.0
-    for a, b_name, c, spec in _DERIVED_SPECS:
-        va, vb = x.get(a), x.get(b_name)
-        if va is not None and vb is not None:
-            b = (va - c * vb) / spec[0]
-            i = floor(b)
-            f = b - i
-            pair = spec[1].get(i) or _knot_pair(spec, i)
-            if f:
-                out[pair[0]] = 1.0 - f
-                out[pair[1]] = f
-            else:
-                out[pair[0]] = 1.0
     return out
 
 
