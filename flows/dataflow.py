@@ -154,9 +154,9 @@ class ShardLogic(StatefulBatchLogic):
     """One access-topic partition's ShardState inside Bytewax. Bytewax's builder is not told the key, so a new
     shard is built on its first batch, which carries the partition number (it seeds the shard's model)."""
 
-    def __init__(self, make_shard, resume: bytes | None):
+    def __init__(self, make_shard, resume: bytes | None, where: str = "a recovery snapshot"):
         self.make_shard = make_shard
-        self.shard: ShardState | None = restore_shard(resume) if resume is not None else None
+        self.shard: ShardState | None = restore_shard(resume, where) if resume is not None else None
 
     def on_batch(self, values: list[tuple[int, list]]) -> tuple[Iterable[list[Record]], bool]:
         out: list[Record] = []
@@ -243,6 +243,7 @@ def build_dataflow(settings: Settings, until_run: str | None = None, make_shard:
     make_shard = make_shard or make_shard_factory(settings)
     flow = Dataflow(FLOW_NAME)
     batches = op.input("access", flow, AccessSource(settings, until_run))
-    records = op.stateful_batch("shard", batches, lambda resume: ShardLogic(make_shard, resume))
+    where = f"the recovery store {settings.recovery_dir}"
+    records = op.stateful_batch("shard", batches, lambda resume: ShardLogic(make_shard, resume, where))
     op.output("out", records, KafkaRecordSink(settings))
     return flow

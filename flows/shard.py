@@ -416,5 +416,6 @@ def restore_shard(blob: bytes, where: str = "a recovery snapshot") -> ShardState
         raise StateFormatError(
             f"{where} holds shard state format {found}, this flow reads format {STATE_FORMAT}: it was written by "
             "another version of Data-in-Motion. Restart with the version that wrote it, or move the recovery "
-            "directory (settings.recovery_dir) away to rebuild the state from the access topic's retained events.")
+            "directory (DIM_FLOW__RECOVERY_DIR, default <stack data dir>/recovery) away to rebuild the state from "
+            "the access topic's retained events.")
     return shard
