@@ -25,6 +25,7 @@ from __future__ import annotations
 import heapq
 import math
 import operator
+import pickle
 from dataclasses import dataclass, field
 
 from flows.heat import HeatParams, HeatState, expected_reads, heat_dict, poisson_at_least
@@ -408,8 +409,6 @@ def _finite(value: float, default: float) -> float:
 
 def restore_shard(blob: bytes, where: str = "a recovery snapshot") -> ShardState:
     """The ShardState pickled in `blob` (ShardLogic.snapshot), checked for this code's STATE_FORMAT."""
-    import pickle
-
     shard = pickle.loads(blob)
     found = getattr(shard, "state_format", 1)
     if found != STATE_FORMAT:
