@@ -148,7 +148,7 @@ def s3_healthy(settings: Settings) -> bool:
     try:
         s3_client(settings, attempts=1).list_buckets()
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - a probe: any failure means "not up (yet)"
         return False
 
 
@@ -158,7 +158,7 @@ def kafka_healthy(settings: Settings, timeout: float = 2.0) -> bool:
     try:
         md = AdminClient({"bootstrap.servers": settings.kafka.bootstrap}).list_topics(timeout=timeout)
         return bool(md.brokers)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a probe: any failure means "not up (yet)"
         return False
 
 
@@ -247,7 +247,7 @@ def supervise(settings: Settings) -> int:
     restarts = {name: 0 for name in specs}
 
     def start(name: str) -> None:
-        log = open(logs / f"{name}.log", "ab")
+        log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - Popen dups it; closed just below
         children[name] = subprocess.Popen(specs[name], env=env, stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, cwd=settings.stack.data_dir)
         log.close()
@@ -260,7 +260,7 @@ def supervise(settings: Settings) -> int:
         if not stopping:
             ensure_buckets(settings, [settings.stack.kafka_storage_bucket])
             start("tansu")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever failed, the waiting `dim up` must hear it
         (run / "error").write_text(str(exc))
         stopping = True
 
@@ -316,7 +316,7 @@ def up(settings: Settings, wait: bool = True) -> dict:
     settings.stack.data_dir.mkdir(parents=True, exist_ok=True)
     run = _run_dir(settings)
     (run / "error").unlink(missing_ok=True)
-    log = open(settings.stack.data_dir / "supervisor.log", "ab")
+    log = open(settings.stack.data_dir / "supervisor.log", "ab")  # noqa: SIM115 - Popen dups it; closed below
     env = {**os.environ, **settings.to_env()}
     # start_new_session: the supervisor outlives `dim up` and is not hit by the shell's Ctrl-C.
     proc = subprocess.Popen([sys.executable, "-m", "dim.stack"], env=env, stdout=log, stderr=subprocess.STDOUT,

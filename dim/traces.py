@@ -33,7 +33,7 @@ class TraceError(ValueError):
 
 
 def open_binary(path: Path) -> io.BufferedIOBase:
-    raw = open(path, "rb")
+    raw = open(path, "rb")  # noqa: SIM115 - returned open: the caller closes it
     if path.suffix == ".zst":
         import zstandard
 
