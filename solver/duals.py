@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from solver.enumeration import Candidates
+from solver.highs import new_highs
 
 
 def argmin_at(c: Candidates, mu: np.ndarray, rhs: np.ndarray | None = None) -> np.ndarray:
@@ -129,7 +130,10 @@ def dual_ascent(
     cuts = [(nu_c.copy(), g_c, s_c)]
     radius = np.maximum(np.abs(nu_c), abs(g_c) * 1e-3 + 1e-12)
     for _ in range(max_iter):
-        nu, theta, _ = _master(cuts, np.maximum(nu_c - radius, 0.0), nu_c + radius)
+        master = _master(cuts, np.maximum(nu_c - radius, 0.0), nu_c + radius)
+        if master is None:  # prices beyond any float the LP takes: g is unbounded, see _master
+            break
+        nu, theta, _ = master
         predicted = theta - g_c
         if predicted <= tol * max(abs(g_c), 1e-12):
             break
@@ -141,21 +145,23 @@ def dual_ascent(
             radius = np.where(at_edge, radius * 4, radius)
         else:  # null step: the new cut sharpens the model near the centre
             radius = np.maximum(radius * 0.7, 1e-12)
-    _, _, duals = _master(cuts, np.maximum(nu_c - radius, 0.0), nu_c + radius)
-    weights = np.abs(duals)
+    master = _master(cuts, np.maximum(nu_c - radius, 0.0), nu_c + radius)
+    weights = np.abs(master[2]) if master is not None else np.zeros(0)
     weights = weights / weights.sum() if weights.sum() > 0 else weights
     return Ascent(nu_c / scale, picks, weights)
 
 
-def _master(cuts, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+def _master(cuts, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, float, np.ndarray] | None:
     """max theta s.t. theta <= g_t + s_t . (nu - nu_t) for every cut, lower <= nu <= upper. Returns nu, theta
-    and the cuts' duals."""
+    and the cuts' duals, or None when HiGHS has no optimum. That happens when the ascent's serious steps kept
+    widening the region until its bounds passed HiGHS's infinity (1e20): the dual function grows without bound,
+    i.e. the coupling constraints cannot all be met over the candidate lists. The caller keeps the last
+    centre; rounding and repair then find a plan or raise Infeasible."""
     import highspy
 
     J = len(lower)
     inf = highspy.kHighsInf
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
+    h = new_highs()
     h.addVars(J + 1, np.concatenate([[-inf], lower]), np.concatenate([[inf], upper]))
     h.changeColsCost(1, np.array([0], dtype=np.int32), np.array([-1.0]))
     nnz_index, starts, values, ub = [], [], [], []
@@ -174,6 +180,8 @@ def _master(cuts, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, flo
         np.array(values),
     )
     h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None
     sol = h.getSolution()
     x = np.array(sol.col_value)
     return x[1:], float(x[0]), np.array(sol.row_dual)

@@ -288,8 +288,8 @@ def _solve_coupled(pb: Problem, m_candidates: int, max_rounds: int, target_gap: 
     # prices): partial moves that keep one replica, for instance, only win once moving has a price.
     try:
         guess = _price_guess(Candidates(locs, cost, use), rhs)
-    except Infeasible as exc:
-        return infeasible(str(exc))
+    except Infeasible:  # the lists cannot meet a constraint: the first round widens them (below)
+        guess = np.zeros(len(rhs))
     if (guess > 0).any():
         _, _, tops_guess = full_pass(pb, tb, guess, top=2)
         for t in range(tops_guess.shape[1]):
@@ -301,9 +301,18 @@ def _solve_coupled(pb: Problem, m_candidates: int, max_rounds: int, target_gap: 
         try:
             pick, mu, n_active = _round(Candidates(locs, cost, use), rhs, mu, target_gap)
         except Infeasible as exc:
-            if best_x is None:
+            if best_x is not None:
+                break
+            # No combination in the lists meets the constraints: each object's cheapest sets may all use a
+            # location that is full. Add the set each object prefers when any use of a constrained resource costs
+            # more than every object's cost together: the cheapest set that avoids them where one can.
+            before = locs.shape[1]
+            _, far_best, _ = full_pass(pb, tb, _prohibitive_prices(cost, use))
+            locs = merge_sets(locs, far_best, L)
+            if locs.shape[1] == before or rnd == max_rounds:
                 return infeasible(str(exc))
-            break
+            mu = np.zeros(len(rhs))
+            continue
         full_val, full_best, _ = full_pass(pb, tb, mu)
         bound = max(bound, float(full_val.sum() - mu @ rhs))
         primal = float(cost[np.arange(N), pick].sum())
@@ -346,6 +355,17 @@ def _solution(pb: Problem, x: np.ndarray, bound: float, t0: float, binaries: int
     if sol.gap is not None and sol.gap <= 1e-9:
         sol.status = "optimal"
     return sol
+
+
+def _prohibitive_prices(cost: np.ndarray, use: np.ndarray) -> np.ndarray:
+    """Per constraint, a price at which its smallest positive use outweighs the total of all finite costs a
+    thousand times, so sets that use none of it win and among them the cheapest (their priced value is their cost)."""
+    total = float(np.abs(cost[np.isfinite(cost)]).sum()) + 1e-9
+    mu = np.empty(use.shape[0])
+    for j in range(use.shape[0]):
+        positive = use[j][use[j] > 0]
+        mu[j] = 1e3 * total / float(positive.min()) if positive.size else 0.0
+    return mu
 
 
 def _price_guess(c: Candidates, rhs: np.ndarray) -> np.ndarray:

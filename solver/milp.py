@@ -32,6 +32,7 @@ import pulp  # at import time, never inside a call: see solver/solve.py
 import scipy.sparse as sp
 
 from solver.enumeration import groups
+from solver.highs import new_highs
 from solver.problem import Problem, Solution, replica_sets
 
 
@@ -181,9 +182,7 @@ def _run_highs(a: MilpArrays, time_limit_s: float | None, rel_gap: float, presol
     """(column values or None, status, dual bound or None) from HiGHS, the model passed in one call."""
     import highspy
 
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
+    h = new_highs()
     h.setOptionValue("mip_rel_gap", rel_gap)
     h.setOptionValue("presolve", "on" if presolve else "off")
     if time_limit_s is not None:

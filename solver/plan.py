@@ -154,13 +154,9 @@ def plan_with_details(
         forced = ~pb.keep_feasible()
         skipped["repair_over_budget"] += int(forced.sum())
         rows = [r for r, f in zip(rows, forced) if not f]
-        if not rows:
+        if not rows:  # no problem left to describe: the one solved named only the objects now skipped
             return PlanResult(
-                _empty_plan(plan_id, catalogue.version, now, len(candidates), method=sol.method),
-                skipped,
-                sol,
-                pb,
-                [(c.bucket, c.key) for c, *_ in rows],
+                _empty_plan(plan_id, catalogue.version, now, len(candidates), method=sol.method), skipped, sol
             )
         pb = _problem(rows, la, params, settings, catalogue, now)
         sol = solve(pb, settings)

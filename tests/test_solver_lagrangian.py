@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -120,3 +124,37 @@ def test_presolve_fixes_only_objects_no_price_can_move():
         mu = rng.uniform(0, 1e-9, len(cons)) * np.array([1e0] * (len(cons) - 1) + [1e9])
         val, _, _ = en.full_pass(pb, tb, mu, pairs=False)
         assert np.allclose(val[fixed], val0[fixed] + mu @ use0[:, fixed], rtol=1e-12, atol=1e-15)
+
+
+def test_the_master_lp_reports_prices_past_highs_infinity_instead_of_failing():
+    # The bundle ascent widens its region by 4x per serious step; where the dual grows without bound its bounds
+    # pass 1e20, which HiGHS takes as infinite and rejects as a lower bound (empty model, no solution).
+    cut = (np.array([1.0]), 1.0, np.array([0.5]))
+    assert duals._master([cut], np.array([5e21]), np.array([6e21])) is None
+    nu, theta, _ = duals._master([cut], np.array([0.0]), np.array([2.0]))
+    assert nu == pytest.approx([2.0]) and theta == pytest.approx(1.5)
+    # and the ascent on such a dual ends at finite prices: one object, sets A and B each using one of two
+    # constraints, limits no mix of A and B can meet
+    cands = en.Candidates(np.zeros((1, 2, 1), dtype=np.int64), np.array([[1.0, 2.0]]),
+                          np.array([[[1.0, 0.0]], [[0.0, 1.0]]]))
+    assert np.isfinite(duals.dual_ascent(cands, np.array([0.4, 0.4]), np.zeros(2)).mu).all()
+
+
+def test_a_milp_solve_after_a_lagrangian_one_in_the_same_process_still_runs():
+    # HiGHS sizes its thread scheduler once per process; a master LP at the default size used to make every
+    # later MILP solve of the process fail (kError). A fresh interpreter, so the order is exactly that one.
+    script = textwrap.dedent("""
+        import numpy as np
+        from dim.config import SolverSettings
+        from solver import duals, enumeration as en
+        from solver.catalogue import load_catalogue
+        from solver.milp import solve_milp
+        from solver.synthetic import random_problem
+
+        cands = en.Candidates(np.zeros((1, 2, 1), dtype=np.int64), np.array([[1.0, 2.0]]),
+                              np.array([[[1.0, 0.0]], [[0.0, 1.0]]]))
+        duals.dual_ascent(cands, np.array([0.6, 0.6]), np.zeros(2))  # two constraints: the master LP runs
+        print("STATUS", solve_milp(random_problem(load_catalogue(), SolverSettings(), 30, seed=3)).status)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert "STATUS optimal" in out.stdout, out.stdout + out.stderr

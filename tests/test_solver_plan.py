@@ -332,3 +332,41 @@ def test_an_object_wholly_in_archive_tiers_that_is_read_again_moves_out():
     [move] = plan_placements([c], current, CAT, SolverSettings(), NOW).moves
     assert any(loc not in ARCHIVE_IDS for loc in move.to_locations)
     assert "break RF" in move.reason or "policy" in move.reason
+
+
+def test_a_repair_the_move_budget_cannot_pay_for_is_skipped_and_the_others_are_still_planned():
+    s = SolverSettings(move_budget_bytes=10 * GIB)
+    under = cand("under", size=100 * GIB)  # one replica: below RF, so staying put is not allowed
+    cold = cand("cold")
+    current = {("b", "under"): placed(under, s.initial_locations[:1]), ("b", "cold"): placed(cold, s.initial_locations)}
+    result = plan_with_details([under, cold], current, CAT, s, NOW)
+    assert result.skipped["repair_over_budget"] == 1
+    assert [m.key for m in result.plan.moves] == ["cold"]
+    assert result.keys == [("b", "cold")] and result.problem is not None and result.problem.n == 1
+
+    alone = plan_with_details([under], current, CAT, s, NOW)
+    assert alone.skipped["repair_over_budget"] == 1 and alone.plan.moves == [] and alone.problem is None
+
+
+def test_the_lagrangian_method_finds_the_plan_when_its_first_candidate_lists_cannot_meet_the_capacities():
+    # Found by the property test above with HiGHS 1.16. Every object is below RF 3; the cheapest sets of the one
+    # that has bytes all use a location that is full, so on the first candidate lists the prices grew past
+    # HiGHS's infinity (1e20) and its master LP came back empty (IndexError in solver.duals); before that, the
+    # lists' infeasibility was reported as the whole batch's, and all 8 repairs were skipped.
+    s = SolverSettings(
+        replication_factor=3,
+        capacity_bytes={"aws:us-east-1:standard": 0, "azure:eastus:cold": 0, "azure:eastus:archive": 208_445},
+        milp_max_objects=0,  # the Lagrangian method
+    )
+    cands = [cand(f"a{i}", size=0, idle_days=0.0) for i in range(7)] + [cand("a7", size=1_894_839, idle_days=0.0)]
+    current = {("b", c.key): placed(c, ["aws:us-east-1:standard"], age_days=0.0) for c in cands[:7]}
+    current[("b", "a7")] = placed(cands[7], ["aws:us-east-1:standard-ia"], age_days=0.0)
+    result = plan_with_details(cands, current, CAT, s, NOW)
+    assert not result.skipped and len(result.plan.moves) == 8 and result.solution.method == "lagrangian"
+    final = {k: p.locations for k, p in current.items()}
+    final.update({(m.bucket, m.key): m.to_locations for m in result.plan.moves})
+    for lid, cap in s.capacity_bytes.items():
+        assert sum(c.size for c in cands if lid in final[("b", c.key)]) <= cap
+    milp = plan_with_details(cands, current, CAT, s.model_copy(update={"milp_max_objects": 1000}), NOW)
+    assert milp.solution.method == "milp-highs"
+    assert result.solution.objective == pytest.approx(milp.solution.objective, rel=1e-9)
