@@ -158,3 +158,10 @@ def test_a_milp_solve_after_a_lagrangian_one_in_the_same_process_still_runs():
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert "STATUS optimal" in out.stdout, out.stdout + out.stderr
+
+
+def test_highs_prints_nothing_on_stdout():
+    # highspy 1.16 prints a banner on stdout at the first instance; `dim solve`'s stdout is one JSON line.
+    script = "from solver.highs import new_highs\nnew_highs().run()\nnew_highs()\nprint('OUT')"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0 and out.stdout == "OUT\n", out.stdout + out.stderr

@@ -167,3 +167,15 @@ def test_time_limit_is_reported_and_solve_falls_back_to_staying_put():
     # the entry point never returns a plan worse than keeping the current placement
     kept = solve(pb, SolverSettings(milp_max_objects=10_000, milp_time_limit_s=1e-3))
     assert kept.objective <= pb.objective(pb.current) and pb.violations(kept.chosen) == []
+
+
+def test_solve_asks_cbc_when_highs_runs_but_gives_no_answer(monkeypatch):
+    # As HiGHS did after a thread-count clash (see solver/highs.py): run() -> kError, no solution, no exception.
+    from solver import milp
+    from solver.solve import solve
+
+    pb = random_problem(CAT, SolverSettings(), 40, seed=3, budget_fraction=0.1)
+    monkeypatch.setattr(milp, "_run_highs", lambda *a, **k: (None, "error", None))
+    assert solve_milp(pb, "highs").status == "error"
+    sol = solve(pb, SolverSettings(milp_max_objects=1000))
+    assert sol.method == "milp-cbc" and sol.status == "optimal" and pb.violations(sol.chosen) == []
