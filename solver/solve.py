@@ -32,10 +32,9 @@ def solve(pb: Problem, settings: SolverSettings, method: str | None = None) -> S
             raise
         log.warning("HiGHS failed (%s); falling back to CBC", exc)
         sol = solve_milp(pb, "cbc", settings.milp_time_limit_s, settings.milp_rel_gap)
-    else:
-        if sol.status == "error" and sol.method == "milp-highs":  # ran, but neither solved nor proved infeasible
-            log.warning("HiGHS gave no answer (status error); falling back to CBC")
-            sol = solve_milp(pb, "cbc", settings.milp_time_limit_s, settings.milp_rel_gap)
+    if sol.status == "error" and sol.method == "milp-highs":  # it ran, but neither solved nor proved infeasible
+        log.warning("HiGHS gave no answer (status error); falling back to CBC")
+        sol = solve_milp(pb, "cbc", settings.milp_time_limit_s, settings.milp_rel_gap)
     return _no_worse_than_keeping(pb, sol)
 
 
