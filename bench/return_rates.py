@@ -31,12 +31,17 @@ SPAN_BUCKETS_S = (SECONDS_PER_DAY, 7 * SECONDS_PER_DAY)
 HORIZON_DAYS = 30
 
 
-def return_rates(path: Path, time_scale: float, size_scale: float, idle_days: float) -> dict:
+def reads_frame(path: Path, time_scale: float, size_scale: float) -> pd.DataFrame:
+    """The trace's reads as columns t (scaled seconds), object, size (scaled bytes), sorted by (object, t)."""
     rows = [(r.time_s, r.object, r.size) for r in read_trace(path) if r.op == "GET"]
     df = pd.DataFrame(rows, columns=["t", "object", "size"])
     df["t"] *= time_scale
     df["size"] *= size_scale
-    df = df.sort_values(["object", "t"], kind="stable")
+    return df.sort_values(["object", "t"], kind="stable").reset_index(drop=True)
+
+
+def return_rates(path: Path, time_scale: float, size_scale: float, idle_days: float) -> dict:
+    df = reads_frame(path, time_scale, size_scale)
     by_object = df.groupby("object")["t"]
     gap = by_object.shift(-1) - df["t"]
     span = df["t"] - by_object.transform("min")
