@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query
+from pydantic import BeforeValidator
 
 from api.deps import Config, Limit, Store
 from api.ledger import DAYS_PER_MONTH, LocationUsage, all_hot_comparison
@@ -15,6 +17,18 @@ from schemas import tables as t
 
 MAX_RANGE_DAYS = 366
 MIN_DAY, MAX_DAY = dt.date(1970, 1, 1), dt.date(2149, 6, 1)  # ClickHouse Date
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_day(value: Any) -> Any:
+    # pydantic's lax date parsing reads a number as Unix seconds: "?to_day=0" would mean 1970-01-01, and any
+    # multiple of 86400 some other day. A day in a query is YYYY-MM-DD, nothing else.
+    if isinstance(value, str) and not _ISO_DAY.fullmatch(value):
+        raise ValueError("a day is written YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[dt.date, BeforeValidator(_iso_day)]
 # group_by -> ledger column (a whitelist: the request value itself never reaches SQL)
 COST_GROUPS = {"provider": "provider", "tier": "tier", "location": "location", "day": "toString(day)"}
 
@@ -139,8 +153,8 @@ def add_routes(app: FastAPI, guarded: list) -> None:
     def get_costs(
         store: Store,
         group_by: Literal["provider", "tier", "location", "day"] = "provider",
-        from_day: dt.date | None = None,
-        to_day: dt.date | None = None,
+        from_day: Day | None = None,
+        to_day: Day | None = None,
     ) -> Costs:
         return costs(store, group_by, from_day, to_day)
 

@@ -140,6 +140,9 @@ def test_costs_savings_sla(client, populated):
     tiers = {r["group"]: r for r in costs["rows"]}
     assert tiers["standard"]["storage_usd"] > 0 and costs["total_usd"] > 0 and costs["run_rate_usd_month"] > 0
     assert client.get("/costs", params={"from_day": "2020-01-01", "to_day": "2026-01-01"}).status_code == 400
+    # A number is no day (pydantic alone would read "0" or "86400" as Unix seconds), nor is a datetime.
+    for bad in ("0", "86400", "2026-01-01T00:00:00", "2026-1-1"):
+        assert client.get("/costs", params={"to_day": bad}).status_code == 422, bad
     savings = client.get("/savings").json()
     # Reads served from archive tiers can make the current placement dearer than all-hot: no sign is assumed.
     assert savings["baseline_usd_month"] > 0 and savings["current_usd_month"] > 0
