@@ -19,7 +19,6 @@ Looks at the future on purpose: it describes what the trace allows, it feeds no 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -33,7 +32,7 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.metrics import roc_auc_score
 
-from bench.return_rates import HORIZON_DAYS, reads_frame
+from bench.return_rates import HORIZON_DAYS, reads_frame, trace_arguments
 from flows.horizon_reads import ACTIVITY_BUCKETS, SECONDS_PER_DAY, SIZE_BUCKETS
 from solver.catalogue import load_catalogue
 
@@ -129,11 +128,7 @@ def study(path: Path, time_scale: float, size_scale: float, idle_days: float, sp
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="how much of the idle-object tier decision a better predictor could win")
-    ap.add_argument("trace", type=Path)
-    ap.add_argument("--time-scale", type=float, default=3600.0)
-    ap.add_argument("--size-scale", type=float, default=10000.0)
-    ap.add_argument("--idle-days", type=float, default=7.0)
+    ap = trace_arguments("how much of the idle-object tier decision a better predictor could win")
     ap.add_argument("--split-day", type=float, default=20.0, help="train on checks before this day, test after")
     args = ap.parse_args()
     print(json.dumps(study(args.trace, args.time_scale, args.size_scale, args.idle_days, args.split_day)))

@@ -63,13 +63,18 @@ def return_rates(path: Path, time_scale: float, size_scale: float, idle_days: fl
             "span_edges_days": [s / SECONDS_PER_DAY for s in SPAN_BUCKETS_S]}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description="return rates of idle objects by size and span class")
+def trace_arguments(description: str) -> argparse.ArgumentParser:
+    """The arguments of the idle-return studies: trace, scales, idle days."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("trace", type=Path)
     ap.add_argument("--time-scale", type=float, default=3600.0)
     ap.add_argument("--size-scale", type=float, default=10000.0)
     ap.add_argument("--idle-days", type=float, default=7.0)
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = trace_arguments("return rates of idle objects by size and span class").parse_args()
     print(json.dumps(return_rates(args.trace, args.time_scale, args.size_scale, args.idle_days)))
 
 
