@@ -4,6 +4,9 @@ for large ones (and for any batch without coupling constraints, where per-object
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
+
+import numpy as np
 
 from dim.config import SolverSettings
 from solver.milp import solve_milp  # imported here, not lazily: see below
@@ -24,7 +27,7 @@ def solve(pb: Problem, settings: SolverSettings, method: str | None = None) -> S
     if method == "lagrangian":
         from solver.lagrangian import solve_lagrangian
 
-        return _no_worse_than_keeping(pb, solve_lagrangian(pb))
+        return _no_worse_than_keeping(pb, _exact_limits(pb, solve_lagrangian(pb)))
     try:
         sol = solve_milp(pb, settings.milp_backend, settings.milp_time_limit_s, settings.milp_rel_gap)
     except Exception as exc:  # a broken solver binary must not stop the pipeline: try the other one
@@ -35,7 +38,46 @@ def solve(pb: Problem, settings: SolverSettings, method: str | None = None) -> S
     if sol.status == "error" and sol.method == "milp-highs":  # it ran, but neither solved nor proved infeasible
         log.warning("HiGHS gave no answer (status error); falling back to CBC")
         sol = solve_milp(pb, "cbc", settings.milp_time_limit_s, settings.milp_rel_gap)
-    return _no_worse_than_keeping(pb, sol)
+    return _no_worse_than_keeping(pb, _exact_limits(pb, sol))
+
+
+def _exact_limits(pb: Problem, sol: Solution) -> Solution:
+    """Capacities and the byte budget, to the byte. The solvers check rows to a relative tolerance (HiGHS ~1e-7),
+    so a plan could put a few bytes more on a location than it may hold (seen: 999,999,942 bytes where
+    999,999,941 were allowed). Bytes are integers: send the objects that cost least to keep where they are back to
+    their current replicas until every limit holds exactly (keeping everything does: the capacities never ask a
+    location to shrink, and keeping copies nothing)."""
+    caps, budget = pb.capacity, pb.budget_bytes
+    if not np.isfinite(sol.objective) or not (np.isfinite(caps).any() or np.isfinite(budget)):
+        return sol
+    x, cur = sol.chosen.copy(), pb.current
+    size = np.rint(pb.size).astype(np.int64)[:, None]
+    limit = np.where(np.isfinite(caps), np.floor(np.nan_to_num(caps, posinf=0.0)), np.inf)
+    revertible, loss = None, None
+    reverted = 0
+    while True:
+        added = x & ~cur
+        over = (x * size).sum(axis=0) > limit
+        copied_over = (added * size).sum() > budget
+        if not over.any() and not copied_over:
+            break
+        if loss is None:  # only now: most plans hold exactly, and these cost two passes over the batch
+            revertible = pb.keep_feasible()
+            loss = pb.object_costs(cur) - pb.object_costs(x)  # what keeping each object costs the plan
+        # objects adding bytes where a limit is broken (any added byte, if the budget is)
+        culprits = revertible & (added & over[None, :]).any(axis=1)
+        if copied_over:
+            culprits |= revertible & added.any(axis=1)
+        if not culprits.any():  # within the solver's tolerance, and nothing we may undo: leave it
+            log.warning("plan exceeds a capacity or the byte budget by the solver's tolerance")
+            break
+        i = int(np.flatnonzero(culprits)[np.argmin(loss[culprits])])
+        x[i], revertible[i] = cur[i], False
+        reverted += 1
+    if not reverted:
+        return sol
+    return replace(sol, chosen=x, objective=pb.objective(x), status="feasible",
+                   info={**sol.info, "reverted_for_exact_limits": reverted})
 
 
 def _no_worse_than_keeping(pb: Problem, sol: Solution) -> Solution:

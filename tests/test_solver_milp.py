@@ -179,3 +179,32 @@ def test_solve_asks_cbc_when_highs_runs_but_gives_no_answer(monkeypatch):
     assert solve_milp(pb, "highs").status == "error"
     sol = solve(pb, SolverSettings(milp_max_objects=1000))
     assert sol.method == "milp-cbc" and sol.status == "optimal" and pb.violations(sol.chosen) == []
+
+
+@pytest.mark.parametrize("limit", ["capacity", "budget"])
+def test_a_plan_within_the_solvers_tolerance_is_brought_within_the_limit_to_the_byte(limit):
+    # Two objects swap places: A gets 1,001 bytes where it may hold 1,000 (or the swap copies 2,001 bytes on a
+    # budget of 2,000). Relative to the limit that is 1e-3 here, 1e-9 in the case seen (a gigabyte over by one byte,
+    # inside HiGHS's feasibility tolerance); either way the plan must hold exactly.
+    from solver.problem import Solution
+    from solver.solve import _exact_limits
+
+    a, b = CAT.index("aws:us-east-1:standard"), CAT.index("gcp:us-east1:standard")
+    s = SolverSettings(replication_factor=1)
+    n, L = 2, len(CAT.locations)
+    current = np.zeros((n, L), dtype=bool)
+    current[0, a] = current[1, b] = True
+    kw = {"capacity": {CAT.locations[a].id: 1000.0}} if limit == "capacity" else {"budget_bytes": 2000.0}
+    pb = problem_from_arrays(CAT, s, np.array([1000.0, 1001.0]), np.array([0.0, 0.0]), current,
+                             np.full((n, L), 400.0), **kw)
+    swapped = current[::-1].copy()
+    sol = _exact_limits(pb, Solution(chosen=swapped, objective=pb.objective(swapped), lower_bound=None,
+                                     method="milp-highs"))
+    assert sol.info["reverted_for_exact_limits"] == 1 and sol.status == "feasible"
+    usage = pb.usage(sol.chosen)
+    assert usage["capacity"][a] <= 1000 and usage["bytes"] <= 2000
+    assert sol.objective == pb.objective(sol.chosen)
+    assert (sol.chosen != current).any(axis=1).sum() == 1  # one object still moves
+    # a plan within its limits is returned as it was
+    within = Solution(chosen=current.copy(), objective=pb.objective(current), lower_bound=None, method="milp-highs")
+    assert _exact_limits(pb, within) is within
