@@ -44,9 +44,11 @@ def solve(pb: Problem, settings: SolverSettings, method: str | None = None) -> S
 def _exact_limits(pb: Problem, sol: Solution) -> Solution:
     """Capacities and the byte budget, to the byte. The solvers check rows to a relative tolerance (HiGHS ~1e-7),
     so a plan could put a few bytes more on a location than it may hold (seen: 999,999,942 bytes where
-    999,999,941 were allowed). Bytes are integers: send the objects that cost least to keep where they are back to
-    their current replicas until every limit holds exactly (keeping everything does: the capacities never ask a
-    location to shrink, and keeping copies nothing)."""
+    999,999,941 were allowed; a forced repair copying 1,071,805,433 bytes on a budget of 1,071,804,615). Bytes are
+    integers: send the objects that cost least to keep where they are back to their current replicas until every
+    limit holds exactly (keeping everything does: the capacities never ask a location to shrink, and keeping copies
+    nothing). Where what is left over comes from objects that must move (repairs), the batch is infeasible to the
+    byte: say so, and the planner leaves those objects for a later cycle (`repair_over_budget`)."""
     caps, budget = pb.capacity, pb.budget_bytes
     if not np.isfinite(sol.objective) or not (np.isfinite(caps).any() or np.isfinite(budget)):
         return sol
@@ -68,15 +70,19 @@ def _exact_limits(pb: Problem, sol: Solution) -> Solution:
         culprits = revertible & (added & over[None, :]).any(axis=1)
         if copied_over:
             culprits |= revertible & added.any(axis=1)
-        if not culprits.any():  # within the solver's tolerance, and nothing we may undo: leave it
-            log.warning("plan exceeds a capacity or the byte budget by the solver's tolerance")
-            break
+        if not culprits.any():
+            log.info("only repairs exceed a byte limit (by the solver's tolerance): infeasible to the byte")
+            return replace(sol, chosen=cur.copy(), objective=float("inf"), lower_bound=None, status="infeasible",
+                           info={**sol.info, "over_byte_limit_by_repairs": True})
         i = int(np.flatnonzero(culprits)[np.argmin(loss[culprits])])
         x[i], revertible[i] = cur[i], False
         reverted += 1
     if not reverted:
         return sol
-    return replace(sol, chosen=x, objective=pb.objective(x), status="feasible",
+    objective = pb.objective(x)
+    # the solver's bound is of the problem it saw, with its tolerance; clipped as solve_milp clips its own
+    bound = None if sol.lower_bound is None else min(sol.lower_bound, objective)
+    return replace(sol, chosen=x, objective=objective, lower_bound=bound, status="feasible",
                    info={**sol.info, "reverted_for_exact_limits": reverted})
 
 
@@ -87,7 +93,9 @@ def _no_worse_than_keeping(pb: Problem, sol: Solution) -> Solution:
     keep = pb.objective(pb.current)
     if sol.objective <= keep:
         return sol
-    bound = sol.lower_bound
+    # A MILP's bound can exceed the keep cost by its gap tolerance (seen: 4e-5 on $42.94): clipped, as solve_milp
+    # clips its own.
+    bound = None if sol.lower_bound is None else min(sol.lower_bound, keep)
     return Solution(
         chosen=pb.current.copy(),
         objective=keep,
