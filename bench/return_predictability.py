@@ -3,8 +3,8 @@
     .venv/bin/python bench/return_predictability.py ../shared/traces/twitter52_dev.csv.zst --idle-days 7   # ~1.5 min
 
 The decision: an object has been idle for --idle-days after a read; keep its serving replica in Standard-IA for the
-next 30 days, or put it in Glacier Instant Retrieval (cheaper to store, dearer to read)? Prices come from
-solver/catalogue.toml. Each observation is billed for the 30 days with the reads that really followed (hindsight).
+next 30 days, or put it in Glacier Instant Retrieval (cheaper to store, dearer to read)? (`--tiers` asks it of
+another pair, e.g. aws:us-east-1:standard,aws:us-east-1:standard-ia.) Prices come from solver/catalogue.toml. Each observation is billed for the 30 days with the reads that really followed (hindsight).
 Three predictors of those reads are trained on the observations before --split-day and used on the later ones:
 - `cells`: the mean per (activity bucket, size class), the state flows.horizon_reads keeps (its idle bucket is fixed
   here);
@@ -38,7 +38,8 @@ from solver.catalogue import load_catalogue
 
 ACTIVITY_HALF_LIFE_DAYS = 7.0  # the flow's longest half-life, as flows.horizon_reads' activity
 GBM_FEATURES = ["reads", "activity", "age", "last_gap", "max_gap", "long_returns", "mean_gap", "size"]
-THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5)  # expected reads below which Glacier IR is chosen
+THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0)  # expected reads below which the colder tier is chosen
+DEFAULT_TIERS = ("aws:us-east-1:standard-ia", "aws:us-east-1:glacier-ir")
 
 
 def observations(df: pd.DataFrame, idle_days: float) -> pd.DataFrame:
@@ -78,7 +79,8 @@ def observations(df: pd.DataFrame, idle_days: float) -> pd.DataFrame:
     return out
 
 
-def study(path: Path, time_scale: float, size_scale: float, idle_days: float, split_day: float) -> dict:
+def study(path: Path, time_scale: float, size_scale: float, idle_days: float, split_day: float,
+          tiers: tuple[str, str] = DEFAULT_TIERS) -> dict:
     started = time.monotonic()
     df = reads_frame(path, time_scale, size_scale)
     df["t"] /= SECONDS_PER_DAY
@@ -95,7 +97,7 @@ def study(path: Path, time_scale: float, size_scale: float, idle_days: float, sp
     mu["gbm"] = gbm.predict(test[GBM_FEATURES])
 
     cat = {loc.id: loc for loc in load_catalogue().locations}
-    ia, gir = cat["aws:us-east-1:standard-ia"], cat["aws:us-east-1:glacier-ir"]
+    warm, cold = cat[tiers[0]], cat[tiers[1]]
     gb = test["size"].to_numpy() / 1e9
     reads = test["future_reads"].to_numpy()
     months = HORIZON_DAYS / 30.0
@@ -104,17 +106,17 @@ def study(path: Path, time_scale: float, size_scale: float, idle_days: float, sp
         return gb[rows] * loc.storage_usd_gb_month * months + reads[rows] * (
             gb[rows] * loc.retrieval_usd_gb + loc.get_usd_per_1k / 1000)
 
-    def cost(choose_gir: np.ndarray) -> float:
-        return float(bill(gir, choose_gir).sum() + bill(ia, ~choose_gir).sum())
+    def cost(choose_cold: np.ndarray) -> float:
+        return float(bill(cold, choose_cold).sum() + bill(warm, ~choose_cold).sum())
 
     n = len(test)
     fixed = min(cost(np.zeros(n, bool)), cost(np.ones(n, bool)))
-    oracle_cost = float(np.minimum(bill(ia, np.ones(n, bool)), bill(gir, np.ones(n, bool))).sum())
+    oracle_cost = float(np.minimum(bill(warm, np.ones(n, bool)), bill(cold, np.ones(n, bool))).sum())
     # The break-even expected reads of a 1 GB object (requests are negligible at these sizes).
-    break_even = (ia.storage_usd_gb_month - gir.storage_usd_gb_month) * months / (
-        gir.retrieval_usd_gb - ia.retrieval_usd_gb)
+    break_even = (warm.storage_usd_gb_month - cold.storage_usd_gb_month) * months / (
+        cold.retrieval_usd_gb - warm.retrieval_usd_gb)
     returned = reads > 0
-    result = {"trace": path.name, "idle_days": idle_days, "split_day": split_day, "train": len(train), "test": n,
+    result = {"trace": path.name, "tiers": list(tiers), "idle_days": idle_days, "split_day": split_day, "train": len(train), "test": n,
               "test_returned": round(float(returned.mean()), 3), "break_even_reads": round(break_even, 3),
               "cost_fixed_tier": round(fixed, 4), "cost_oracle": round(oracle_cost, 4)}
     for name, m in mu.items():
@@ -122,7 +124,8 @@ def study(path: Path, time_scale: float, size_scale: float, idle_days: float, sp
         result[f"auc_bytes_{name}"] = round(float(roc_auc_score(returned, m, sample_weight=gb)), 4)
         result[f"cost_{name}"] = round(cost(m < break_even), 4)
         result[f"closed_{name}"] = round((fixed - cost(m < break_even)) / (fixed - oracle_cost), 3)
-        result[f"best_closed_{name}"] = round(max((fixed - cost(m < q)) / (fixed - oracle_cost) for q in THRESHOLDS), 3)
+        closed, q = max(((fixed - cost(m < q)) / (fixed - oracle_cost), q) for q in THRESHOLDS)
+        result[f"best_closed_{name}"], result[f"best_threshold_{name}"] = round(closed, 3), q
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
 
@@ -130,8 +133,12 @@ def study(path: Path, time_scale: float, size_scale: float, idle_days: float, sp
 def main() -> None:
     ap = trace_arguments("how much of the idle-object tier decision a better predictor could win")
     ap.add_argument("--split-day", type=float, default=20.0, help="train on checks before this day, test after")
+    ap.add_argument("--tiers", default=",".join(DEFAULT_TIERS), help="the warmer and the colder location id")
     args = ap.parse_args()
-    print(json.dumps(study(args.trace, args.time_scale, args.size_scale, args.idle_days, args.split_day)))
+    tiers = tuple(args.tiers.split(","))
+    if len(tiers) != 2:
+        ap.error("--tiers takes two location ids, warmer first")
+    print(json.dumps(study(args.trace, args.time_scale, args.size_scale, args.idle_days, args.split_day, tiers)))
 
 
 if __name__ == "__main__":
