@@ -4,7 +4,8 @@
 
 The decision: an object has been idle for --idle-days after a read; keep its serving replica in Standard-IA for the
 next 30 days, or put it in Glacier Instant Retrieval (cheaper to store, dearer to read)? (`--tiers` asks it of
-another pair, e.g. aws:us-east-1:standard,aws:us-east-1:standard-ia.) Prices come from solver/catalogue.toml. Each observation is billed for the 30 days with the reads that really followed (hindsight).
+another pair, e.g. aws:us-east-1:standard,aws:us-east-1:standard-ia.) Prices come from solver/catalogue.toml.
+Each observation is billed for the 30 days with the reads that really followed (hindsight).
 Three predictors of those reads are trained on the observations before --split-day and used on the later ones:
 - `cells`: the mean per (activity bucket, size class), the state flows.horizon_reads keeps (its idle bucket is fixed
   here);
@@ -116,7 +117,8 @@ def study(path: Path, time_scale: float, size_scale: float, idle_days: float, sp
     break_even = (warm.storage_usd_gb_month - cold.storage_usd_gb_month) * months / (
         cold.retrieval_usd_gb - warm.retrieval_usd_gb)
     returned = reads > 0
-    result = {"trace": path.name, "tiers": list(tiers), "idle_days": idle_days, "split_day": split_day, "train": len(train), "test": n,
+    result = {"trace": path.name, "tiers": list(tiers), "idle_days": idle_days, "split_day": split_day,
+              "train": len(train), "test": n,
               "test_returned": round(float(returned.mean()), 3), "break_even_reads": round(break_even, 3),
               "cost_fixed_tier": round(fixed, 4), "cost_oracle": round(oracle_cost, 4)}
     for name, m in mu.items():

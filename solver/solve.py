@@ -45,10 +45,11 @@ def _exact_limits(pb: Problem, sol: Solution) -> Solution:
     """Capacities and the byte budget, to the byte. The solvers check rows to a relative tolerance (HiGHS' MIP
     feasibility tolerance is 1e-6), so a plan could put a few bytes more on a location than it may hold (seen:
     999,999,942 bytes where 999,999,941 were allowed; a forced repair copying 1,071,805,433 bytes on a budget of
-    1,071,804,615). Bytes are integers: send the objects that cost least to keep where they are back to their current replicas until every
-    limit holds exactly (keeping everything does: the capacities never ask a location to shrink, and keeping copies
-    nothing). Where what is left over comes from objects that must move (repairs), the batch is infeasible to the
-    byte: say so, and the planner leaves those objects for a later cycle (`repair_over_budget`)."""
+    1,071,804,615). Bytes are integers: send the objects that cost least to keep where they are back to their
+    current replicas until every limit holds exactly (keeping everything does: the capacities never ask a location
+    to shrink, and keeping copies nothing). Where what is left over comes from objects that must move (repairs), the
+    batch is infeasible to the byte: say so, and the planner leaves those objects for a later cycle
+    (`repair_over_budget`)."""
     caps, budget = pb.capacity, pb.budget_bytes
     if not np.isfinite(sol.objective) or not (np.isfinite(caps).any() or np.isfinite(budget)):
         return sol
