@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean lint
+.PHONY: install demo test fuzz bench clean lint
 
 install: $(STAMP)
 
@@ -20,6 +20,17 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The property tests with fresh random seeds, FUZZ_ROUNDS times. `make test` under CI runs them derandomised (the
+# same examples every run), which is what let a one-byte capacity overshoot and a date read as Unix seconds through.
+FUZZ_ROUNDS ?= 4
+PROPERTY_TESTS = $(shell grep -l '^from hypothesis\|^import schemathesis' tests/test_*.py)
+fuzz: install
+	for i in $$(seq $(FUZZ_ROUNDS)); do \
+	  seed=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); echo "hypothesis seed $$seed"; \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider --hypothesis-profile=default --hypothesis-seed=$$seed \
+	    $(PROPERTY_TESTS) || exit 1; \
+	done
 
 lint: install
 	$(BIN)/ruff check .
