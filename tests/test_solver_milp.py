@@ -208,3 +208,20 @@ def test_a_plan_within_the_solvers_tolerance_is_brought_within_the_limit_to_the_
     # a plan within its limits is returned as it was
     within = Solution(chosen=current.copy(), objective=pb.objective(current), lower_bound=None, method="milp-highs")
     assert _exact_limits(pb, within) is within
+
+
+def test_staying_put_reports_a_bound_no_higher_than_its_cost():
+    # A MILP's dual bound may exceed the cost of staying put by its gap tolerance (seen: $42.939131 against
+    # $42.939088); when the solver then returns "stay put", the bound it reports must not claim more than that.
+    from solver.problem import Solution
+    from solver.solve import _no_worse_than_keeping
+
+    pb = _problem([GIB, 2 * GIB], [0.0, 5.0])
+    keep = pb.objective(pb.current)
+    worse = pb.current.copy()
+    worse[0] = False
+    worse[0, CAT.index("aws:us-east-1:standard")] = worse[0, CAT.index("azure:eastus:hot")] = True
+    sol = Solution(chosen=worse, objective=keep + 1.0, lower_bound=keep + 4e-5, method="milp-highs")
+    kept = _no_worse_than_keeping(pb, sol)
+    assert kept.info["kept_current"] and kept.objective == keep
+    assert kept.lower_bound <= kept.objective and kept.status == "optimal"
