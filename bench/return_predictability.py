@@ -124,8 +124,9 @@ def study(path: Path, time_scale: float, size_scale: float, idle_days: float, sp
     for name, m in mu.items():
         result[f"auc_{name}"] = round(float(roc_auc_score(returned, m)), 4)
         result[f"auc_bytes_{name}"] = round(float(roc_auc_score(returned, m, sample_weight=gb)), 4)
-        result[f"cost_{name}"] = round(cost(m < break_even), 4)
-        result[f"closed_{name}"] = round((fixed - cost(m < break_even)) / (fixed - oracle_cost), 3)
+        at_break_even = cost(m < break_even)
+        result[f"cost_{name}"] = round(at_break_even, 4)
+        result[f"closed_{name}"] = round((fixed - at_break_even) / (fixed - oracle_cost), 3)
         closed, q = max(((fixed - cost(m < q)) / (fixed - oracle_cost), q) for q in THRESHOLDS)
         result[f"best_closed_{name}"], result[f"best_threshold_{name}"] = round(closed, 3), q
     result["seconds"] = round(time.monotonic() - started, 1)

@@ -55,7 +55,7 @@ def _exact_limits(pb: Problem, sol: Solution) -> Solution:
         return sol
     x, cur = sol.chosen.copy(), pb.current
     size = np.rint(pb.size).astype(np.int64)[:, None]
-    limit = np.where(np.isfinite(caps), np.floor(np.nan_to_num(caps, posinf=0.0)), np.inf)
+    limit = np.floor(caps)  # whole bytes; unlimited locations stay inf
     revertible, loss = None, None
     reverted = 0
     while True:
