@@ -37,6 +37,55 @@ def test_lines_survive_a_reopen_and_a_torn_tail_is_skipped(tmp_path):
         assert [e.move.move_id for e in j2.unfinished()] == ["m1"]
 
 
+def test_a_step_recorded_after_a_torn_tail_survives_the_next_crash(tmp_path):
+    # The first line appended after a crash must not be glued to the torn fragment (and skipped with it on the
+    # next restart): recovery's own records - a commit found in the catalog, a roll-back - are such lines.
+    with MoveJournal(settings(tmp_path)) as j:
+        j.append(ev("m1", S.PLANNED), move=move("m1"), base_version=1)
+    with open(j.path, "a") as f:
+        f.write('{"event": {"move_id": "m1", "sta')
+    with MoveJournal(settings(tmp_path)) as j2:
+        j2.append(ev("m1", S.ROLLED_BACK))
+        j2.append(ev("m2", S.PLANNED), move=move("m2"), base_version=1)
+    with MoveJournal(settings(tmp_path)) as j3:
+        assert [e.state for e in j3.entry("m1").events] == [S.PLANNED, S.ROLLED_BACK]
+        assert j3.entry("m2").move == move("m2")
+        assert [e.move.move_id for e in j3.unfinished()] == ["m2"]
+    assert j3.path.read_bytes().endswith(b"\n") and b"sta{" not in j3.path.read_bytes()
+
+
+@pytest.mark.parametrize("second_write", ["completes", "fails"])
+def test_a_short_write_is_completed_or_cut_back(tmp_path, monkeypatch, second_write):
+    # os.write may write part of a line (a full disk): the journal must end on a whole line either way.
+    import errno
+    import os
+
+    real_write, calls = os.write, []
+
+    def short_then(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:10]))
+        if second_write == "fails":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    with MoveJournal(settings(tmp_path)) as j:
+        j.append(ev("m1", S.PLANNED), move=move("m1"), base_version=1)
+        monkeypatch.setattr(os, "write", short_then)
+        if second_write == "fails":
+            with pytest.raises(OSError):
+                j.append(ev("m1", S.COPYING))
+        else:
+            j.append(ev("m1", S.COPYING))
+        monkeypatch.setattr(os, "write", real_write)
+        j.append(ev("m1", S.ROLLED_BACK))
+    assert len(calls) == 2
+    with MoveJournal(settings(tmp_path)) as j2:
+        expected = [S.PLANNED, S.ROLLED_BACK] if second_write == "fails" else [S.PLANNED, S.COPYING, S.ROLLED_BACK]
+        assert [e.state for e in j2.entry("m1").events] == expected
+
+
 def test_one_process_owns_a_journal(tmp_path):
     with MoveJournal(settings(tmp_path)):
         with pytest.raises(JournalLocked):
