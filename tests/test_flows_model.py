@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 import random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dim.config import Settings
 from flows.features import feature_names, object_features
 from flows.heat import HeatParams, HeatState
@@ -144,3 +147,36 @@ def test_a_basis_kept_with_the_label_gives_what_the_pipeline_gives():
     weights = [m["LogisticRegression"]._weights.to_dict()
                for m in (cached.models[BINNED], plain.models[BINNED], river_pipeline)]
     assert weights[0] == weights[1] == weights[2] and len(weights[0]) > 20
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["read", "predict", "advance"]), st.integers(0, 3),
+                          st.floats(min_value=-200, max_value=400)), max_size=120),
+       st.integers(min_value=1, max_value=3))
+def test_every_label_counts_exactly_the_later_reads_inside_its_horizon(steps, k):
+    # Reference: a prediction's label is whether >= k reads of its object come after it in stream order, with event
+    # time in [at, at + horizon], before the label is released (reads later than that are lost to it by design).
+    labels, horizon, clock = DelayedLabels(horizon_s=300.0, hot_reads=k), 300.0, T0
+    made: list[tuple[int, str, float]] = []  # (step index, key, at)
+    reads: list[tuple[int, str, float]] = []
+    released: dict[int, tuple[bool, int, float]] = {}  # prediction's step -> (label, release step, watermark)
+    for i, (what, obj, dt) in enumerate(steps):
+        key, t = f"o{obj}", clock + dt
+        if what == "read":
+            labels.on_read(key, t)
+            reads.append((i, key, t))
+        elif what == "predict":
+            labels.add(key, t, {"i": float(i)}, 0.5)
+            made.append((i, key, t))
+        else:
+            clock = max(clock, t)
+        for lab in labels.pop_due(clock - 60.0):
+            released[int(lab.x["i"])] = (lab.y, i, clock - 60.0)
+    for lab in labels.pop_due(float("inf")):
+        released[int(lab.x["i"])] = (lab.y, len(steps), float("inf"))
+    assert sorted(released) == [i for i, _, _ in made]  # each prediction labelled exactly once
+    for i, key, at in made:
+        y, released_at, watermark = released[i]
+        assert watermark >= at + horizon  # never from the future
+        later = sum(1 for j, rk, t in reads if i < j <= released_at and rk == key and at <= t <= at + horizon)
+        assert y == (later >= k), (i, key, at)
