@@ -55,6 +55,16 @@ class LazyGroup(click.Group):
 
             return missing
 
+    def invoke(self, ctx):
+        from pydantic import ValidationError
+
+        try:
+            return super().invoke(ctx)
+        except ValidationError as exc:
+            if exc.title != "Settings":
+                raise
+            raise click.ClickException(configuration_error(exc)) from None
+
     def format_commands(self, ctx, formatter):
         rows = [(name, help_) for name, (_, help_) in SUBCOMMANDS.items()]
         with formatter.section("Commands"):
@@ -65,6 +75,21 @@ class LazyGroup(click.Group):
 def main():
     """Data-in-Motion: decide, object by object, where data should live across clouds and storage tiers,
     and move it there without losing a byte. Defaults run against the embedded stack (`dim up`)."""
+
+
+def configuration_error(exc) -> str:
+    """A bad setting, named as the user set it (environment variable or TOML key), instead of a traceback."""
+    import os
+
+    lines = ["invalid configuration (environment DIM_*, DIM_CONFIG or ./dim.toml):"]
+    for err in exc.errors(include_url=False):
+        path = [str(part) for part in err["loc"]]
+        env = "DIM_" + "__".join(p.upper() for p in path[:2])
+        where = env if env in os.environ else ".".join(path)
+        msg = err["msg"].removeprefix("Value error, ")
+        got = "" if isinstance(err["input"], dict) else f" (got {repr(err['input'])[:80]})"  # a section: msg says
+        lines.append(f"  {where}: {msg}{got}")
+    return "\n".join(lines)
 
 
 def settings():

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, NonNegativeFloat, NonNegativeInt, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,18 +21,21 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+# S3's limits on the size of one part of a multipart upload (the last part may be smaller).
+S3_MIN_PART, S3_MAX_PART = 5 * 1024 * 1024, 5 * 1024**3
+
 
 class StackSettings(BaseModel):
     """Ports and binaries of the embedded stack started by `dim up`."""
 
     data_dir: Path = Path(".dim")
-    s3_port: int = 8333
-    kafka_port: int = 9092
+    s3_port: int = Field(default=8333, ge=1, le=65535)
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
     # SeaweedFS `weed mini` runs a master, volume server, filer, WebDAV and admin besides S3; each needs ports.
-    # They are taken consecutively from this base: base+0 .. base+11.
-    seaweed_port_base: int = 19330
+    # They are taken from this base: base+0 .. base+9, and base+10008 (the admin's worker dials admin + 10000).
+    seaweed_port_base: int = Field(default=19330, ge=1, le=65535 - 10008)
     kafka_storage_bucket: str = "dim-kafka"
-    startup_timeout_s: float = 60.0
+    startup_timeout_s: float = Field(default=60.0, gt=0)
 
 
 class S3Settings(BaseModel):
@@ -43,15 +46,15 @@ class S3Settings(BaseModel):
     # Bucket holding the placement catalog: one JSON document per object, updated by compare-and-set (If-Match).
     catalog_bucket: str = "dim-catalog"
     # Cap on the bytes created per object by producers (real bytes, scaled size, capped so demos stay small).
-    max_object_bytes: int = 64 * 1024
+    max_object_bytes: int = Field(default=64 * 1024, ge=0)
 
 
 class KafkaSettings(BaseModel):
     bootstrap: str | None = None  # default: the embedded Tansu broker, 127.0.0.1:<stack.kafka_port>
-    partitions: int = 4
+    partitions: int = Field(default=4, ge=1)
     # Tansu needs these to be low/short for fast group joins and low-latency fetches (measured on this machine).
-    fetch_wait_max_ms: int = 10
-    session_timeout_ms: int = 6000
+    fetch_wait_max_ms: int = Field(default=10, ge=0)
+    session_timeout_ms: int = Field(default=6000, ge=1)
     group_prefix: str = "dim"
 
 
@@ -71,25 +74,25 @@ class ClickHouseSettings(BaseModel):
 
 class FlowSettings(BaseModel):
     half_lives_s: list[float] = Field(default_factory=lambda: [3600.0, 86400.0, 7 * 86400.0])
-    allowed_lateness_s: float = 300.0
+    allowed_lateness_s: float = Field(default=300.0, ge=0)
     # p_hot = P(>= hot_reads reads within horizon_s)
-    hot_reads: int = 2
-    horizon_s: float = 86400.0
+    hot_reads: int = Field(default=2, ge=1)
+    horizon_s: float = Field(default=86400.0, gt=0)
     # Hysteresis on the outlook: an object becomes a "hot" candidate above `hot_threshold` and a "cold" one
     # below `cold_threshold`; between them nothing is emitted.
-    hot_threshold: float = 0.6
-    cold_threshold: float = 0.2
-    growing_window_s: float = 3600.0
+    hot_threshold: float = Field(default=0.6, ge=0, le=1)
+    cold_threshold: float = Field(default=0.2, ge=0, le=1)
+    growing_window_s: float = Field(default=3600.0, ge=0)
     # Bytewax epoch length (wall seconds): recovery snapshots are taken at every epoch end.
-    snapshot_interval_s: float = 30.0
+    snapshot_interval_s: float = Field(default=30.0, gt=0)
     recovery_dir: Path | None = None  # default: <stack.data_dir>/recovery
-    workers: int = 1
+    workers: int = Field(default=1, ge=1)
     # Event-time cadences of the flow (docs/flows.md): an object is evaluated (p_hot, hysteresis) at most once per
     # eval_interval_s; "hot" objects are re-evaluated every sweep_interval_s so idle ones cool; ObjectHeat
     # snapshots of touched objects go to the heat topic every heat_interval_s.
-    eval_interval_s: float = 3600.0
-    sweep_interval_s: float = 6 * 3600.0
-    heat_interval_s: float = 86400.0
+    eval_interval_s: float = Field(default=3600.0, ge=0)
+    sweep_interval_s: float = Field(default=6 * 3600.0, ge=0)  # 0: off
+    heat_interval_s: float = Field(default=86400.0, ge=0)  # 0: off
     # Idle re-checks (docs/flows.md "Decisions"): an idle object is offered to the solver again when its idle time
     # reaches each of these days, with the reads expected over the solver's planning horizon at that idle time
     # (calibrated per shard on 1 in `reads_sample_every` objects, `reads_min_count` complete observations per
@@ -97,21 +100,33 @@ class FlowSettings(BaseModel):
     # change of an object under ~1 MB pays its PUT back within a 30-day horizon (cheapest: $0.01/1k PUT for
     # $0.0105/GB-month saved), so the solver would only say "stay".
     idle_recheck_days: list[float] = Field(default_factory=lambda: [1.0, 3.0, 7.0, 14.0, 30.0, 60.0])
-    recheck_min_bytes: int = 1_000_000
-    reads_sample_every: int = 2
-    reads_min_count: int = 100
+    recheck_min_bytes: int = Field(default=1_000_000, ge=0)
+    reads_sample_every: int = Field(default=2, ge=1)
+    reads_min_count: int = Field(default=100, ge=1)
     # Max records the source hands to the flow per poll of one partition.
-    source_batch_size: int = 5000
+    source_batch_size: int = Field(default=5000, ge=1)
     # p_hot model (flows/model.py): the forest learns from this share of labelled predictions; the model serves
     # once `model_warmup` prequentially scored examples exist (before: the heat prior); rolling score window.
     # Share of evaluations queued for a delayed label and learned (a seeded random sample).
-    label_fraction: float = 0.25
-    forest_fraction: float = 0.05
-    forest_models: int = 5
+    label_fraction: float = Field(default=0.25, gt=0, le=1)
+    forest_fraction: float = Field(default=0.05, ge=0, le=1)
+    forest_models: int = Field(default=5, ge=1)
     forest_kind: Literal["amf", "arf"] = "amf"
-    model_warmup: int = 200
-    model_window: int = 2000
+    model_warmup: int = Field(default=200, ge=0)
+    model_window: int = Field(default=2000, ge=1)
     model_seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FlowSettings:
+        if not self.half_lives_s or min(self.half_lives_s) <= 0:
+            raise ValueError(f"half_lives_s needs at least one half-life, each > 0 (got {self.half_lives_s})")
+        if self.cold_threshold >= self.hot_threshold:
+            raise ValueError(f"cold_threshold ({self.cold_threshold}) must be below hot_threshold "
+                             f"({self.hot_threshold}): the band between them is the hysteresis")
+        days = self.idle_recheck_days
+        if days and (min(days) <= 0 or days != sorted(set(days))):
+            raise ValueError(f"idle_recheck_days must be > 0 and strictly increasing (got {days})")
+        return self
 
 
 class SolverPolicy(BaseModel):
@@ -126,13 +141,13 @@ class SolverPolicy(BaseModel):
 
 
 class SolverSettings(BaseModel):
-    replication_factor: int = 2
+    replication_factor: int = Field(default=2, ge=1)
     provider_diversity: bool = True
-    planning_horizon_days: float = 30.0
-    sla_ms: float = 100.0
-    sla_penalty_usd: float = 0.001  # lambda per expected violating read
-    batch_max: int = 10_000
-    batch_interval_s: float = 5.0
+    planning_horizon_days: float = Field(default=30.0, gt=0)
+    sla_ms: float = Field(default=100.0, ge=0)
+    sla_penalty_usd: float = Field(default=0.001, ge=0)  # lambda per expected violating read
+    batch_max: int = Field(default=10_000, ge=1)
+    batch_interval_s: float = Field(default=5.0, ge=0)
     catalogue_path: Path | None = None  # default: the catalogue shipped in solver/
     # Where objects start (the producers create real replicas here).
     initial_locations: list[str] = Field(
@@ -140,40 +155,40 @@ class SolverSettings(BaseModel):
     )
     policies: list[SolverPolicy] = Field(default_factory=list)
     # Replicas per provider when provider_diversity is on (raised automatically when RF exceeds the providers).
-    max_replicas_per_provider: int = 1
+    max_replicas_per_provider: int = Field(default=1, ge=1)
     # The SLA applies to objects expecting more than this many reads over the horizon.
-    sla_min_reads: float = 1.0
+    sla_min_reads: float = Field(default=1.0, ge=0)
     # Archive tiers only for objects expecting at most this many reads over the horizon...
-    archive_max_reads: float = 0.05
+    archive_max_reads: float = Field(default=0.05, ge=0)
     # ...except as backups: with archive_backups an object expecting more may keep a replica in an archive tier
     # as long as another replica serves its reads (the archive one is never the serving replica).
     archive_backups: bool = True
     # A move must improve the model's objective by at least this much (dollars over the horizon).
-    min_net_saving_usd: float = 1e-6
+    min_net_saving_usd: float = Field(default=1e-6, ge=0)
     # Coupling constraints of one cycle. capacity: location id -> bytes available to the batch's objects.
-    capacity_bytes: dict[str, int] = Field(default_factory=dict)
-    move_budget_bytes: int | None = None
-    move_budget_usd: float | None = None  # transition dollars (egress + retrieval + PUTs + early deletion)
+    capacity_bytes: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    move_budget_bytes: NonNegativeInt | None = None
+    move_budget_usd: NonNegativeFloat | None = None  # transition dollars (egress + retrieval + PUTs + early deletion)
     # Method by size: the exact MILP up to this many objects, the Lagrangian decomposition above.
-    milp_max_objects: int = 1_000
+    milp_max_objects: int = Field(default=1_000, ge=0)
     milp_backend: Literal["highs", "cbc"] = "highs"
-    milp_time_limit_s: float = 60.0
-    milp_rel_gap: float = 1e-6
+    milp_time_limit_s: float = Field(default=60.0, gt=0)
+    milp_rel_gap: float = Field(default=1e-6, ge=0)
 
 
 class MoverSettings(BaseModel):
-    max_attempts: int = 6
-    backoff_base_s: float = 0.2
-    backoff_max_s: float = 10.0
-    concurrency: int = 8
+    max_attempts: int = Field(default=6, ge=1)
+    backoff_base_s: float = Field(default=0.2, ge=0)
+    backoff_max_s: float = Field(default=10.0, ge=0)
+    concurrency: int = Field(default=8, ge=1)
     # Moves of objects up to part_size (one GET + one PUT each) wait on request latency, not on bandwidth or
     # buffers: this many run at once (larger moves stay limited to `concurrency`; endpoint limits still apply).
-    small_concurrency: int = 24
+    small_concurrency: int = Field(default=24, ge=1)
     # Moves deleting dropped replicas in the same bucket at the same time share one DeleteObjects request.
     batch_deletes: bool = True
     # Kafka linger for move events and placements: fewer, bigger produce batches (Tansu stores each in S3).
-    events_linger_ms: int = 500
-    part_size: int = 8 * 1024 * 1024
+    events_linger_ms: int = Field(default=500, ge=0)
+    part_size: int = Field(default=8 * 1024 * 1024, ge=S3_MIN_PART, le=S3_MAX_PART)
     journal_dir: Path | None = None  # default: <stack.data_dir>/journal
     dry_run: bool = False
     group: str = "mover"  # consumer group (prefixed by kafka.group_prefix) on the moves topic
@@ -181,44 +196,44 @@ class MoverSettings(BaseModel):
     instance: str = "0"
     journal_fsync: bool = True
     # Minimum time between two journal fsyncs (group commit): concurrent moves share one fsync.
-    journal_sync_interval_s: float = 0.005
+    journal_sync_interval_s: float = Field(default=0.005, ge=0)
     # location id (or provider, e.g. "gcp") -> S3 endpoint URL; unset ones use s3.endpoint. Locations on the
     # same endpoint are copied server-side; across endpoints the bytes are streamed through the mover.
     endpoints: dict[str, str] = Field(default_factory=dict)
     # A source modified less than this long ago is skipped as file_growing (0 = only catalog/during-copy checks).
-    growing_window_s: float = 0.0
+    growing_window_s: float = Field(default=0.0, ge=0)
     # A move skipped as file_growing is retried (as "<move_id>~retry<n>") this often, this long apart.
-    growing_retries: int = 2
-    growing_retry_s: float = 30.0
+    growing_retries: int = Field(default=2, ge=0)
+    growing_retry_s: float = Field(default=30.0, ge=0)
     # Parts of one streamed copy in flight, and the process-wide cap on buffered part bytes (bounded memory).
-    part_concurrency: int = 4
-    max_buffer_bytes: int = 64 * 1024 * 1024
+    part_concurrency: int = Field(default=4, ge=1)
+    max_buffer_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     # Server-side copies above this size use UploadPartCopy in parts of copy_part_size.
-    multipart_copy_threshold: int = 256 * 1024 * 1024
-    copy_part_size: int = 64 * 1024 * 1024
-    read_timeout_s: float = 60.0
+    multipart_copy_threshold: int = Field(default=256 * 1024 * 1024, ge=0)
+    copy_part_size: int = Field(default=64 * 1024 * 1024, ge=S3_MIN_PART, le=S3_MAX_PART)
+    read_timeout_s: float = Field(default=60.0, gt=0)
     # GET/HEAD/PUT/DELETE of the per-object hot path through mover/s3lite.py (SigV4 on urllib3) instead of boto3.
     lite_client: bool = True
     # Per endpoint: requests in flight, bytes/s (0 = unlimited), breaker opens after N consecutive failures.
-    endpoint_concurrency: int = 32
-    bandwidth_bytes_s: float = 0.0
-    breaker_threshold: int = 8
-    breaker_cooldown_s: float = 1.0
+    endpoint_concurrency: int = Field(default=32, ge=1)
+    bandwidth_bytes_s: float = Field(default=0.0, ge=0)
+    breaker_threshold: int = Field(default=8, ge=1)
+    breaker_cooldown_s: float = Field(default=1.0, ge=0)
     # Restores out of archive tiers: poll with backoff up to this long.
-    restore_poll_base_s: float = 0.2
-    restore_timeout_s: float = 3600.0
+    restore_poll_base_s: float = Field(default=0.2, gt=0)
+    restore_timeout_s: float = Field(default=3600.0, gt=0)
     # Multipart uploads older than this found at start-up are crash leftovers and are aborted.
-    stale_upload_s: float = 3600.0
+    stale_upload_s: float = Field(default=3600.0, ge=0)
     # Finished moves stay in the journal this long, so a redelivered move is recognised and not re-run.
-    journal_keep_finished_s: float = 7 * 86400.0
+    journal_keep_finished_s: float = Field(default=7 * 86400.0, ge=0)
 
 
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=1, le=65535)
     token: SecretStr | None = None  # bearer token; auth is off when unset
     cors_origins: list[str] = Field(default_factory=list)
-    max_page_size: int = 1000
+    max_page_size: int = Field(default=1000, ge=1)
 
 
 class Settings(BaseSettings):

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
+from pydantic import ValidationError
 
 from dim.config import Settings
 
@@ -79,3 +81,32 @@ def test_a_subcommand_that_cannot_load_says_why(monkeypatch):
     out = CliRunner().invoke(cli.main, ["ghost"])
     assert out.exit_code != 0
     assert "not available" in out.output and "no_such_module_xyz" in out.output
+
+
+@pytest.mark.parametrize("env, value, fragment", [
+    ("DIM_KAFKA__PARTITIONS", "0", "greater than or equal to 1"),
+    ("DIM_MOVER__CONCURRENCY", "0", "greater than or equal to 1"),
+    ("DIM_MOVER__PART_SIZE", "1000", "greater than or equal to 5242880"),  # S3's smallest part
+    ("DIM_FLOW__LABEL_FRACTION", "0", "greater than 0"),
+    ("DIM_FLOW__HOT_THRESHOLD", "0.1", "cold_threshold (0.2) must be below hot_threshold (0.1)"),
+    ("DIM_FLOW__HALF_LIVES_S", "[3600, 0]", "each > 0"),
+    ("DIM_FLOW__IDLE_RECHECK_DAYS", "[3, 1]", "strictly increasing"),
+    ("DIM_SOLVER__REPLICATION_FACTOR", "0", "greater than or equal to 1"),
+    ("DIM_SOLVER__CAPACITY_BYTES", '{"aws:us-east-1:standard": -1}', "greater than or equal to 0"),
+    ("DIM_API__PORT", "70000", "less than or equal to 65535"),
+])
+def test_a_bad_setting_is_a_one_line_error_naming_it(monkeypatch, env, value, fragment):
+    # Not a traceback, and not a value that hangs or breaks a stage later (a semaphore of 0, a 1 kB S3 part).
+    from dim.cli import main
+
+    for k in list(__import__("os").environ):
+        if k.startswith("DIM_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ValidationError):
+        Settings()
+    result = CliRunner().invoke(main, ["config"])
+    assert result.exit_code == 1 and result.exception is not None and isinstance(result.exception, SystemExit)
+    assert "invalid configuration" in result.output and fragment in result.output
+    assert (env + ":") in result.output or env.split("__")[0].removeprefix("DIM_").lower() + ":" in result.output
+    assert "Traceback" not in result.output
