@@ -352,9 +352,11 @@ class MoveExecutor:
             got = self.catalog.get(move.bucket, move.key)
             current = got[0] if got else None
             rkey = replica_key(move.bucket, move.key)
-            for loc in protocol.deletable(move.added, current):
-                self.store.abort_uploads(loc, rkey)
-                self.store.delete(loc, rkey)
+            unnamed = set(protocol.deletable(move.added, current))
+            for loc in move.added:
+                self.store.abort_uploads(loc, rkey)  # ours may be open even where the catalog names a replica
+                if loc in unnamed:
+                    self.store.delete(loc, rkey)
         except MoveError as exc:
             return f"{reason}; cleanup incomplete: {exc.reason}"
         return reason

@@ -8,7 +8,8 @@ One move runs  planned -> (copying -> copied -> verified) for each added locatio
 name them) and can be thrown away; after it the catalog names the new replica set and the dropped replicas
 are garbage that must be deleted. Hence the recovery rule:
 
-* journal or catalog shows the commit happened  -> roll forward (delete dropped replicas, finish);
+* journal or catalog shows the commit happened  -> roll forward (delete dropped replicas, finish) - from the
+  catalog only if the journal verified every new replica (else another mover committed it: ours rolls back);
 * not committed and the plan still matches the catalog -> resume (re-copy what was not verified);
 * not committed and the catalog moved on (stale plan, object gone) -> roll back (delete the unnamed new
   replicas, abort their multipart uploads).
@@ -228,7 +229,13 @@ def recovery_plan(move: Move, events: list[MoveEvent], base_version: int | None,
     if p.committed:
         return RecoveryPlan(Recovery.ROLL_FORWARD)
     if commit_happened(move, base_version, current):
-        return RecoveryPlan(Recovery.RECORD_COMMIT)
+        if set(move.added) <= p.verified:  # our CAS may have landed (the verified lines were synced before it)
+            return RecoveryPlan(Recovery.RECORD_COMMIT)
+        # The catalog holds the plan's result, but not from us: we never verified every new replica. Another mover
+        # ran the move (redelivered to it while we were down) or reached the same placement. Ours ends here; its
+        # open uploads are aborted, and no replica the catalog names is touched.
+        return RecoveryPlan(Recovery.ROLL_BACK, reason="already_placed: the catalog holds the plan's placement, "
+                            "committed by another mover", discard=deletable(move.added, current))
     problem = plan_problem(move, current, replication_factor)
     if problem is None and base_version is not None and current is not None and current.version != base_version:
         problem = (S.SKIPPED, f"stale_plan: catalog version {current.version} != {base_version} at planning")

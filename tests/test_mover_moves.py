@@ -166,6 +166,35 @@ def test_crash_then_catalog_moved_on_rolls_back(stack_settings, tmp_path, state)
     assert not store.open_uploads(C, prefix=replica_key("app", key))
 
 
+def test_a_move_another_mover_finished_while_this_one_was_down_ends_without_touching_its_replicas(
+        stack_settings, tmp_path):
+    # Mover 0 dies mid-copy; its partition goes to mover 1, which gets the move redelivered and runs it to the
+    # end. When mover 0 restarts, the catalog holds the plan's placement, but not from mover 0's commit: its
+    # recovery must neither record a commit it never made (an illegal copying -> committed, which stopped the
+    # recovery) nor delete replicas the catalog names; its own open upload is aborted.
+    settings = mover_settings(stack_settings, tmp_path)
+    key, data = new_key(), os.urandom(20_000)
+    seed_object(settings, "app", key, data, [A, B])
+    move = make_move(key, [A, B], [A, C])
+    journal = MoveJournal(settings)
+    with pytest.raises(SimulatedCrash):
+        MoveExecutor(settings, journal, after_event=crash_after(S.COPYING)).execute(move)
+    journal.close()
+    store = ReplicaStore(settings)
+    rkey = replica_key("app", key)
+    store.client(store.endpoint(C)).create_multipart_upload(Bucket=store.bucket(C), Key=rkey)  # mover 0's copy
+    with MoveJournal(settings, instance="other") as other:
+        assert MoveExecutor(settings, other, store).execute(move).state is S.DELETED
+    assert store.open_uploads(C, prefix=rkey)  # the other mover's hygiene covers only its own upload
+    with MoveJournal(settings) as journal2:
+        outcomes = MoveExecutor(settings, journal2, store).recover()
+        assert [o.state for o in outcomes] == [S.ROLLED_BACK] and "already_placed" in outcomes[0].reason
+        assert S.COMMITTED not in protocol_states(journal2, move.move_id)
+    assert assert_catalog_truthful(settings, store, key, data) == [A, C]
+    assert PlacementCatalog(settings).get("app", key)[0].version == 2
+    assert not store.open_uploads(C, prefix=rkey)
+
+
 class CrashAfterCasCatalog(PlacementCatalog):
     """The CAS lands, then the process dies before journaling `committed`."""
 

@@ -92,6 +92,8 @@ def test_never_delete_what_the_catalog_names():
     ([ev(S.PLANNED), ev(S.COPYING, C)], placement(version=4), Recovery.ROLL_BACK),
     ([ev(S.PLANNED), ev(S.COPYING, C), ev(S.COPIED, C), ev(S.VERIFIED, C)], placement((A, C), 4),
      Recovery.RECORD_COMMIT),
+    # the catalog holds the plan's result, but this mover never verified C: another mover committed it
+    ([ev(S.PLANNED), ev(S.COPYING, C)], placement((A, C), 4), Recovery.ROLL_BACK),
     ([ev(S.PLANNED), ev(S.COPYING, C), ev(S.COPIED, C), ev(S.VERIFIED, C), ev(S.COMMITTED)], placement((A, C), 4),
      Recovery.ROLL_FORWARD),
     ([ev(S.PLANNED), ev(S.SKIPPED, reason="x")], placement(), Recovery.NOTHING),
