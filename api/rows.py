@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from schemas import (
+    MAX_EVENT_TIME,
     AccessEvent,
     Candidate,
     DeadLetter,
@@ -48,7 +49,7 @@ SIGNED_COLUMNS = {"partition": (-(2**31), 2**31 - 1), "offset": (-(2**63), 2**63
 NARROW_COLUMNS = {"_partition": (0, 2**16 - 1), "attempt": (0, 2**32 - 1)}
 # DateTime64(3) columns hold 1900..2299; our times are Unix seconds, not before 1970.
 TIME_COLUMNS = {"event_time", "as_of", "first_seen", "last_access", "created_at", "ts", "updated_at"}
-MAX_TIME = 10_413_791_999.0  # 2299-12-31T23:59:59Z
+MAX_TIME = MAX_EVENT_TIME  # 2299-12-31T23:59:59Z
 
 
 def _out_of_range(row: dict[str, Any]) -> str | None:

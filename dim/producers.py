@@ -35,13 +35,23 @@ class ReplayOptions:
 
 
 def to_event(rec: TraceRecord, opt: ReplayOptions) -> AccessEvent:
+    """The trace record as an AccessEvent; TraceError (record number and reason) if scaling breaks the contract
+    (a time scale that puts events after 2299, a key too long for S3)."""
+    from pydantic import ValidationError
+
+    from dim.traces import TraceError
+
     size = round(rec.size * opt.size_scale)
     transferred = size if rec.op in ("GET", "PUT") else 0
-    return AccessEvent(
-        event_time=opt.start + rec.time_s * opt.time_scale, bucket=opt.bucket, key=rec.object, op=rec.op,
-        bytes=transferred, object_size=size, client_region=opt.client_region,
-        request_id=f"{opt.source}-{rec.line}",
-    )
+    try:
+        return AccessEvent(
+            event_time=opt.start + rec.time_s * opt.time_scale, bucket=opt.bucket, key=rec.object, op=rec.op,
+            bytes=transferred, object_size=size, client_region=opt.client_region,
+            request_id=f"{opt.source}-{rec.line}",
+        )
+    except ValidationError as exc:
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
+        raise TraceError(f"record {rec.line}: not a valid AccessEvent after scaling: {reasons}") from None
 
 
 def object_bytes(bucket: str, key: str, size: int) -> bytes:

@@ -30,5 +30,8 @@ def _reason(exc: ValidationError) -> str:
             parts.append(f"invalid JSON: {err['msg']}")
             continue
         loc = ".".join(str(x) for x in err["loc"]) or "record"
-        parts.append(f"{loc}: {err['msg']}")
+        hint = ""
+        if loc == "event_time" and err["type"] == "less_than_equal":  # checked in pydantic's core: no Python per event
+            hint = " (2299-12-31: event_time is in Unix seconds - milliseconds?)"
+        parts.append(f"{loc}: {err['msg']}{hint}")
     return "; ".join(parts)[:MAX_REASON_CHARS] or "invalid record"

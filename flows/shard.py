@@ -241,7 +241,14 @@ class ShardState:
         """Reads decayed to the last access with the longest half-life (flows.horizon_reads' activity), from the
         read heat `rh` at `at`."""
         i = self._slowest
-        return rh[i] * math.exp(self.params.heat.lambdas[i] * (at - rec.last_access))
+        lam = self.params.heat.lambdas[i]
+        x = lam * (at - rec.last_access)
+        if x < 700.0:
+            return rh[i] * math.exp(x)
+        # Idle for more than ~1,000 half-lives: exp(x) overflows (and rh[i] underflows). The same value, the read
+        # heat at the last access, straight from the sums: last_access - ref lies within one rebase period.
+        s = rec.read_sums[i]
+        return s * math.exp(-lam * (rec.last_access - rec.ref)) if s else 0.0
 
     def _planning_reads(self, rec: ObjectRecord, at: float, heat_mu: float, rh: list[float]) -> float:
         """Expected reads per `horizon_s`, averaged over the planning horizon (so the solver's linear scaling to

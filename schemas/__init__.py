@@ -2,6 +2,7 @@
 
 from schemas.models import (
     ALL_MODELS,
+    MAX_EVENT_TIME,
     MAX_KEY_BYTES,
     TERMINAL_MOVE_STATES,
     AccessEvent,
@@ -19,6 +20,7 @@ from schemas.models import (
 
 __all__ = [
     "ALL_MODELS",
+    "MAX_EVENT_TIME",
     "MAX_KEY_BYTES",
     "TERMINAL_MOVE_STATES",
     "AccessEvent",

@@ -16,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 # bucket under "<bucket>/<key>", so the logical key may use what is left of the 1,024 bytes.
 MAX_BUCKET_CHARS = 63
 MAX_KEY_BYTES = 1024 - MAX_BUCKET_CHARS - 1
+# The latest time any record may carry: 2299-12-31T23:59:59Z, the end of ClickHouse's DateTime64 range. It also
+# rejects the commonest producer mistake, milliseconds for seconds (now x 1000 lies ~50,000 years ahead), which
+# would otherwise move a flow shard's event-time clock there and cool every object at once.
+MAX_EVENT_TIME = 10_413_791_999.0
 
 
 class _Contract(BaseModel):
@@ -34,7 +38,7 @@ class AccessEvent(_Contract):
     """One access to one object, as emitted by applications to the access topic."""
 
     schema_version: Literal[1] = 1
-    event_time: float = Field(ge=0, description="when the access happened, Unix seconds")
+    event_time: float = Field(ge=0, le=MAX_EVENT_TIME, description="when the access happened, Unix seconds")
     bucket: str = Field(min_length=1, max_length=MAX_BUCKET_CHARS)
     key: str = Field(min_length=1, max_length=MAX_KEY_BYTES)
     op: Op

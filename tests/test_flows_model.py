@@ -180,3 +180,25 @@ def test_every_label_counts_exactly_the_later_reads_inside_its_horizon(steps, k)
         assert watermark >= at + horizon  # never from the future
         later = sum(1 for j, rk, t in reads if i < j <= released_at and rk == key and at <= t <= at + horizon)
         assert y == (later >= k), (i, key, at)
+
+
+def test_an_event_time_in_milliseconds_is_a_dead_letter_and_leaves_the_shard_clock_alone():
+    # One producer sending milliseconds would move the shard's event-time clock ~50,000 years ahead and cool every
+    # object at once (a cold candidate for each: the solver would move them all down).
+    from flows.dataflow import process_batch
+    from flows.predict import make_predictor
+    from flows.shard import FlowParams, ShardState
+    from schemas import Candidate, DeadLetter, topics
+
+    s = Settings()
+    shard = ShardState(FlowParams.from_settings(s), make_predictor(s))
+    raw = '{{"event_time": {t}, "bucket": "b", "key": "{k}", "op": "GET", "bytes": 1, "object_size": 2000000}}'
+    batch = [(i, raw.format(t=T0 + 60 * i, k=f"o{i % 5}").encode()) for i in range(20)]
+    batch.insert(10, (99, raw.format(t=int((T0 + 600) * 1000), k="o1").encode()))
+    out: list = []
+    process_batch(shard, 0, batch, out)
+    letters = [DeadLetter.model_validate_json(v) for topic, _, v in out if topic == topics.DEAD_LETTERS]
+    assert [d.offset for d in letters] == [99] and "milliseconds" in letters[0].reason
+    assert shard.clock == T0 + 60 * 19 and shard.events == 20
+    assert all(Candidate.model_validate_json(v).as_of <= T0 + 60 * 19 for topic, _, v in out
+               if topic == topics.CANDIDATES)

@@ -52,7 +52,7 @@ steps = st.lists(
     st.tuples(
         st.integers(min_value=0, max_value=5),
         st.one_of(st.floats(min_value=0, max_value=1200), st.just(0.0), st.floats(min_value=0, max_value=6 * HOUR),
-                  st.floats(min_value=-2 * HOUR, max_value=0)),
+                  st.floats(min_value=-2 * HOUR, max_value=0), st.just(30 * 365 * 86400.0)),  # decades idle
         st.sampled_from(["GET", "GET", "GET", "HEAD", "PUT", "DELETE"]),
         st.sampled_from([100, 5000, 2_000_000]),
     ),

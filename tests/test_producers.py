@@ -54,6 +54,12 @@ def test_to_event_scales_time_and_size():
     assert ev.object_size == rec.size * 10 and ev.bytes == rec.size * 10 and ev.op == "GET"
 
 
+def test_a_scaling_that_breaks_the_contract_is_a_trace_error_naming_the_record():
+    rec = next(r for r in read_trace(SAMPLE, limit=50) if r.time_s > 0)
+    with pytest.raises(TraceError, match=rf"record {rec.line}: .*event_time"):
+        to_event(rec, ReplayOptions(time_scale=1e12, start=1000.0))  # events after 2299
+
+
 def test_sample_is_the_documented_slice():
     recs = list(read_trace(SAMPLE))
     assert len(recs) == 4550 and len({r.object for r in recs}) == 1166
