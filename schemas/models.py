@@ -79,6 +79,10 @@ class ObjectHeat(_Contract):
 class Candidate(_Contract):
     """An object whose outlook changed: input to the solver."""
 
+    # Infinity is no number of reads or heat: the solver's costs would be too (JSON has no Infinity; a producer
+    # that writes it anyway gets a dead letter).
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
     schema_version: Literal[1] = 1
     bucket: str
     key: str

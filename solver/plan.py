@@ -147,6 +147,17 @@ def plan_with_details(
         return PlanResult(_empty_plan(plan_id, catalogue.version, now, len(candidates)), skipped)
 
     pb = _problem(rows, la, params, settings, catalogue, now)
+    absurd = _cost_out_of_range(pb)
+    if absurd.any():
+        # Reads or sizes no real object has (1e300 reads, an exabyte read a billion times) overflow the costs or
+        # drown every other object's in the solver's tolerances: those objects wait, the batch is planned.
+        skipped["cost_out_of_range"] += int(absurd.sum())
+        log.warning("solver skipped %d candidates whose costs are out of range (over $%.0e or not finite)",
+                    int(absurd.sum()), MAX_OBJECT_COST_USD)
+        rows = [r for r, bad in zip(rows, absurd) if not bad]
+        if not rows:
+            return PlanResult(_empty_plan(plan_id, catalogue.version, now, len(candidates)), skipped)
+        pb = _problem(rows, la, params, settings, catalogue, now)
     sol = solve(pb, settings)
     if not np.isfinite(sol.objective) and not pb.keep_feasible().all():
         # Repairs (objects below RF or against their policy) that the budgets cannot pay for: leave those
@@ -253,7 +264,8 @@ def _problem(
     # A location already over its capacity must not grow, but the batch need not empty it to be feasible.
     capacity = np.array([float(settings.capacity_bytes.get(lid, np.inf)) for lid in la.ids])
     capacity = np.maximum(capacity, (cur * size[:, None]).sum(axis=0))
-    cm = cost_matrices(size, reads, cur, age, la, params)
+    with np.errstate(over="ignore", invalid="ignore"):  # absurd inputs overflow: _cost_out_of_range sorts them out
+        cm = cost_matrices(size, reads, cur, age, la, params)
     backups_only = np.array([r[5] for r in rows], dtype=bool)
     if backups_only.any():
         # Reads are served by the replica with the cheapest serve cost (the `min` of the objective): priced out
@@ -277,6 +289,20 @@ def _problem(
 
 # Far above any object's cost over the horizon, far below float precision trouble.
 ARCHIVE_SERVE_PENALTY_USD = 1e3
+# An object whose cost of some allowed placement over the horizon exceeds this is not planned (cost_out_of_range).
+MAX_OBJECT_COST_USD = 1e12
+
+
+def _cost_out_of_range(pb: Problem) -> np.ndarray:
+    """(N,) bool: objects with a cost that is not finite or above MAX_OBJECT_COST_USD at a location they may use."""
+    cm = pb.cm
+    worst = np.zeros(pb.n)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for part in (cm.hold, cm.serve, cm.add, cm.drop):
+            values = np.where(pb.allowed | pb.current, np.abs(part), 0.0)
+            values = np.where(np.isnan(values), np.inf, values)
+            worst = np.maximum(worst, values.max(axis=1))
+    return ~(worst <= MAX_OBJECT_COST_USD)
 
 
 def _horizon_costs(pb: Problem, x: np.ndarray) -> np.ndarray:

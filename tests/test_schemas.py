@@ -64,12 +64,26 @@ def test_round_trip(name):
         ({"event_time": 1, "bucket": "b", "key": "k", "op": "GET", "bytes": "x", "object_size": 1}, "bytes"),
         ({"event_time": 1, "bucket": "b", "key": "é" * 600, "op": "GET", "bytes": 1, "object_size": 1}, "key"),
         ({"event_time": 1, "bucket": "", "key": "k", "op": "GET", "bytes": 1, "object_size": 1}, "bucket"),
+        # milliseconds for seconds: ~50,000 years ahead
+        ({"event_time": 1_767_225_600_000, "bucket": "b", "key": "k", "op": "GET", "bytes": 1, "object_size": 1},
+         "event_time"),
     ],
 )
 def test_access_event_rejects_bad_input(payload, field):
     with pytest.raises(ValidationError) as err:
         AccessEvent.model_validate(payload)
     assert field in str(err.value)
+
+
+@pytest.mark.parametrize("field, value", [("expected_reads", "Infinity"), ("read_heat", '{"1d": Infinity}'),
+                                          ("as_of", "-Infinity")])
+def test_a_candidate_with_infinite_numbers_is_refused(field, value):
+    sample = json.loads(Candidate(bucket="b", key="k", as_of=1.0, size=1, read_heat={}, write_heat={}, p_hot=0.5,
+                                  expected_reads=1.0, horizon_s=60.0, first_seen=1.0,
+                                  last_access=1.0).model_dump_json())
+    raw = json.dumps({k: v for k, v in sample.items() if k != field})[:-1] + f', "{field}": {value}}}'
+    with pytest.raises(ValidationError, match="finite"):
+        Candidate.model_validate_json(raw)
 
 
 def test_move_added_and_dropped():

@@ -88,6 +88,18 @@ def test_skips_are_counted_not_planned():
     assert result.plan.candidates == 4
 
 
+@pytest.mark.parametrize("milp_max", [1000, 0])
+@pytest.mark.parametrize("reads, size", [(1e300, GIB), (1e30, 1 << 62), (1e15, GIB)])
+def test_an_object_with_absurd_costs_waits_and_the_batch_is_planned(milp_max, reads, size):
+    # Before: the costs overflowed (or dwarfed every other one), HiGHS gave no answer and CBC raised - the solver
+    # service stopped, and stopped again on the redelivered batch - or the decomposition planned nothing at all.
+    s = SolverSettings(milp_max_objects=milp_max)
+    cs = [cand("absurd", reads=reads, size=size), cand("cold")]
+    result = plan_with_details(cs, {("b", c.key): placed(c, s.initial_locations) for c in cs}, CAT, s, NOW)
+    assert result.skipped == {"cost_out_of_range": 1}
+    assert [m.key for m in result.plan.moves] == ["cold"]
+
+
 def test_newest_candidate_per_object_wins():
     s = SolverSettings()
     old = cand("x", reads=500.0, as_of=NOW - 100)
