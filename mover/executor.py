@@ -77,6 +77,7 @@ class MoveExecutor:
         self.after_event = after_event  # test hook: may raise to simulate a crash right after a step
         self.clock = clock
         self.rf = settings.solver.replication_factor
+        self.known = frozenset(loc.id for loc in self.store.catalogue.locations)
         self._copies: dict[tuple[str, str], CopyResult] = {}  # (move_id, location) -> result, this process
         self._restored: set[tuple[str, str]] = set()  # (move_id, archive location) restored by this process
         self._lock = threading.Lock()
@@ -153,7 +154,7 @@ class MoveExecutor:
     def _run(self, move: Move) -> MoveOutcome:
         got = self.catalog.get(move.bucket, move.key)
         current = got[0] if got else None
-        problem = protocol.plan_problem(move, current, self.rf)
+        problem = protocol.plan_problem(move, current, self.rf, self.known)
         if problem is not None:
             self._record(move, problem[0], reason=problem[1], with_move=True)
             return MoveOutcome(move.move_id, problem[0], problem[1])
@@ -318,7 +319,7 @@ class MoveExecutor:
                 self._record(move, S.COMMITTED, reason="recovered: commit found in catalog")
                 self._publish_placement(current)
                 return current
-            problem = protocol.plan_problem(move, current, self.rf)
+            problem = protocol.plan_problem(move, current, self.rf, self.known)
             if problem is None and current.version != base_version:
                 problem = (S.SKIPPED, f"stale_plan: catalog version {current.version} != {base_version}")
             if problem is not None:
@@ -342,6 +343,9 @@ class MoveExecutor:
             current = got[0] if got else None
         rkey = replica_key(move.bucket, move.key)
         for loc in protocol.deletable(move.dropped, current):
+            if loc not in self.known:  # only a journal of another catalogue version can get here: leave it
+                log.warning("move %s: cannot delete the replica at %s, not in this catalogue", move.move_id, loc)
+                continue
             self.store.delete(loc, rkey, batched=True)
         self._record(move, S.DELETED, location=",".join(move.dropped))
 
@@ -353,7 +357,7 @@ class MoveExecutor:
             current = got[0] if got else None
             rkey = replica_key(move.bucket, move.key)
             unnamed = set(protocol.deletable(move.added, current))
-            for loc in move.added:
+            for loc in (loc for loc in move.added if loc in self.known):  # nothing was written anywhere else
                 self.store.abort_uploads(loc, rkey)  # ours may be open even where the catalog names a replica
                 if loc in unnamed:
                     self.store.delete(loc, rkey)
@@ -368,7 +372,7 @@ class MoveExecutor:
         try:
             got = self.catalog.get(move.bucket, move.key)
             current = got[0] if got else None
-            plan = protocol.recovery_plan(move, entry.events, entry.base_version, current, self.rf)
+            plan = protocol.recovery_plan(move, entry.events, entry.base_version, current, self.rf, self.known)
             log.info("recovering move %s: %s %s", move.move_id, plan.action.value, plan.reason)
             if plan.action is Recovery.NOTHING:
                 return self._outcome_of(move.move_id, entry)

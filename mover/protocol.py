@@ -17,6 +17,7 @@ are garbage that must be deleted. Hence the recovery rule:
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -122,8 +123,14 @@ def next_step(move: Move, events: list[MoveEvent]) -> Step:
 # ------------------------------------------------------------------------------------------ plan checking
 
 
-def plan_problem(move: Move, current: Placement | None, replication_factor: int) -> tuple[MoveState, str] | None:
-    """Why this move must not run against the catalog entry `current`: (skipped|failed, reason), or None."""
+def plan_problem(move: Move, current: Placement | None, replication_factor: int,
+                 known: Collection[str] | None = None) -> tuple[MoveState, str] | None:
+    """Why this move must not run against the catalog entry `current`: (skipped|failed, reason), or None.
+    `known`: the location ids of the mover's catalogue (a plan made with another catalogue may name others)."""
+    if known is not None:
+        unknown = sorted({*move.from_locations, *move.to_locations}.difference(known))
+        if unknown:
+            return S.FAILED, f"unknown_location: {', '.join(unknown)} not in the mover's catalogue"
     if len(set(move.to_locations)) != len(move.to_locations):
         return S.FAILED, "invalid_plan: duplicate target locations"
     if len(move.to_locations) < replication_factor:
@@ -221,7 +228,7 @@ class RecoveryPlan:
 
 
 def recovery_plan(move: Move, events: list[MoveEvent], base_version: int | None, current: Placement | None,
-                  replication_factor: int) -> RecoveryPlan:
+                  replication_factor: int, known: Collection[str] | None = None) -> RecoveryPlan:
     """What a restarted mover must do about a move it finds unfinished in its journal."""
     p = progress_of(events)
     if p.terminal is not None:
@@ -236,9 +243,10 @@ def recovery_plan(move: Move, events: list[MoveEvent], base_version: int | None,
         # open uploads are aborted, and no replica the catalog names is touched.
         return RecoveryPlan(Recovery.ROLL_BACK, reason="already_placed: the catalog holds the plan's placement, "
                             "committed by another mover", discard=deletable(move.added, current))
-    problem = plan_problem(move, current, replication_factor)
+    problem = plan_problem(move, current, replication_factor, known)
     if problem is None and base_version is not None and current is not None and current.version != base_version:
         problem = (S.SKIPPED, f"stale_plan: catalog version {current.version} != {base_version} at planning")
     if problem is None:
         return RecoveryPlan(Recovery.RESUME)
-    return RecoveryPlan(Recovery.ROLL_BACK, reason=problem[1], discard=deletable(move.added, current))
+    discard = [loc for loc in deletable(move.added, current) if known is None or loc in known]
+    return RecoveryPlan(Recovery.ROLL_BACK, reason=problem[1], discard=discard)

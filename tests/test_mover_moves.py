@@ -101,6 +101,31 @@ def test_redelivered_move_is_not_run_twice(stack_settings, tmp_path):
     assert placement.version == 2
 
 
+def test_a_move_to_a_location_the_mover_does_not_know_fails_and_recovery_still_starts(stack_settings, tmp_path):
+    # A plan made with another catalogue version (or written by hand) may name a location this mover has no
+    # bucket for. Before: KeyError mid-move, the `planned` entry left in the journal, and every later start's
+    # recovery raised the same KeyError - the mover could not start at all.
+    settings = mover_settings(stack_settings, tmp_path)
+    key, data = new_key(), os.urandom(1000)
+    seed_object(settings, "app", key, data, [A, B])
+    move = make_move(key, [A, B], [C, "mars:olympus-1:hot"])
+    with MoveJournal(settings) as journal:
+        outcome = MoveExecutor(settings, journal).execute(move)
+    assert outcome.state is S.FAILED and outcome.reason.startswith("unknown_location: mars:olympus-1:hot")
+    # a journal an older mover left with such a move unfinished (C already copied)
+    stuck = make_move(key, [A, B], [C, "mars:olympus-1:hot"])
+    store = ReplicaStore(settings)
+    store.put(C, replica_key("app", key), data)
+    with MoveJournal(settings) as journal:
+        journal.append(MoveEvent(move_id=stuck.move_id, plan_id="p", bucket="app", key=key, state=S.PLANNED,
+                                 ts=1.0), move=stuck, base_version=1)
+    with MoveJournal(settings) as journal:
+        outcomes = MoveExecutor(settings, journal, store).recover()
+    assert [o.state for o in outcomes] == [S.ROLLED_BACK] and "unknown_location" in outcomes[0].reason
+    assert store.head(C, replica_key("app", key)) is None  # the copy the old mover made is thrown away
+    assert assert_catalog_truthful(settings, store, key, data) == [A, B]
+
+
 def test_below_replication_factor_fails_without_touching_anything(stack_settings, tmp_path):
     settings = mover_settings(stack_settings, tmp_path)
     key = new_key()

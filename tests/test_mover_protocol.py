@@ -73,6 +73,13 @@ def test_plan_problems():
     assert protocol.plan_problem(move(), None, 2) == (S.SKIPPED, "object_not_in_catalog")
     assert protocol.plan_problem(move(to=(C,)), placement(), 2)[0] is S.FAILED
     assert protocol.plan_problem(move(to=(C, C)), placement(), 1)[0] is S.FAILED
+    known = {A, B, C}
+    assert protocol.plan_problem(move(), placement(), 2, known) is None
+    assert protocol.plan_problem(move(to=(A, "x:y:z")), placement(), 2, known) == (
+        S.FAILED, "unknown_location: x:y:z not in the mover's catalogue")
+    # recovery of such a move rolls back, deleting only where this mover can
+    plan = protocol.recovery_plan(move(to=(C, "x:y:z")), [ev(S.PLANNED)], 3, placement(), 2, known)
+    assert plan.action is Recovery.ROLL_BACK and plan.discard == [C]
 
 
 def test_committed_placement_names_only_kept_and_verified():
