@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 # bucket under "<bucket>/<key>", so the logical key may use what is left of the 1,024 bytes.
 MAX_BUCKET_CHARS = 63
 MAX_KEY_BYTES = 1024 - MAX_BUCKET_CHARS - 1
+# No "/" in a bucket: "<bucket>/<key>" names the object everywhere (its replicas, its catalog entry, its Kafka key),
+# so bucket "a/b" with key "c" and bucket "a" with key "b/c" would be one object - one would overwrite the other.
+BUCKET_PATTERN = r"^[^/]+$"
 # The latest time any record may carry: 2299-12-31T23:59:59Z, the end of ClickHouse's DateTime64 range. It also
 # rejects the commonest producer mistake, milliseconds for seconds (now x 1000 lies ~50,000 years ahead), which
 # would otherwise move a flow shard's event-time clock there and cool every object at once.
@@ -39,7 +42,7 @@ class AccessEvent(_Contract):
 
     schema_version: Literal[1] = 1
     event_time: float = Field(ge=0, le=MAX_EVENT_TIME, description="when the access happened, Unix seconds")
-    bucket: str = Field(min_length=1, max_length=MAX_BUCKET_CHARS)
+    bucket: str = Field(min_length=1, max_length=MAX_BUCKET_CHARS, pattern=BUCKET_PATTERN)
     key: str = Field(min_length=1, max_length=MAX_KEY_BYTES)
     op: Op
     bytes: int = Field(ge=0, description="bytes transferred by this request")
@@ -130,8 +133,8 @@ class Move(_Contract):
 
     move_id: str
     plan_id: str
-    bucket: str
-    key: str
+    bucket: str = Field(min_length=1, max_length=MAX_BUCKET_CHARS, pattern=BUCKET_PATTERN)
+    key: str = Field(min_length=1)
     size: int = Field(ge=0)
     from_locations: list[str]
     to_locations: list[str]

@@ -64,6 +64,8 @@ def test_round_trip(name):
         ({"event_time": 1, "bucket": "b", "key": "k", "op": "GET", "bytes": "x", "object_size": 1}, "bytes"),
         ({"event_time": 1, "bucket": "b", "key": "é" * 600, "op": "GET", "bytes": 1, "object_size": 1}, "key"),
         ({"event_time": 1, "bucket": "", "key": "k", "op": "GET", "bytes": 1, "object_size": 1}, "bucket"),
+        # one object name for two objects: bucket "a/b" + key "k" and bucket "a" + key "b/k"
+        ({"event_time": 1, "bucket": "a/b", "key": "k", "op": "GET", "bytes": 1, "object_size": 1}, "bucket"),
         # milliseconds for seconds: ~50,000 years ahead
         ({"event_time": 1_767_225_600_000, "bucket": "b", "key": "k", "op": "GET", "bytes": 1, "object_size": 1},
          "event_time"),
