@@ -311,8 +311,10 @@ def _horizon_costs(pb: Problem, x: np.ndarray) -> np.ndarray:
 
 
 def _ordered(from_ids: list[str], to_ids: list[str]) -> list[str]:
-    """Kept replicas first (in their old order), then the new ones: readable and stable."""
-    return [loc for loc in from_ids if loc in to_ids] + sorted(loc for loc in to_ids if loc not in from_ids)
+    """Kept replicas first (in their old order), then the new ones: readable and stable. Each location once, even
+    where a (hand-edited) catalog entry names one twice."""
+    kept = [loc for loc in dict.fromkeys(from_ids) if loc in to_ids]
+    return kept + sorted(loc for loc in to_ids if loc not in from_ids)
 
 
 def _reason(

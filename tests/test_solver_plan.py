@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, event, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
@@ -397,3 +397,38 @@ def test_a_repair_a_few_bytes_over_the_move_budget_waits(milp_max):
     assert sum(m.size * len(m.added) for m in result.plan.moves) <= s.move_budget_bytes
     assert [m.key for m in result.plan.moves] == []  # b1 would go cold, but its copy does not fit the budget either
     assert result.skipped["repair_over_budget"] == 1
+
+
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2**63),  # size
+            st.one_of(st.floats(0, 1e308), st.sampled_from([0.0, 1e-300, 0.5, 3.0])),  # expected reads
+            st.floats(-1e4, 1e6),  # days since the last read (negative: a clock ahead of ours)
+            st.floats(-1e6, 1e6),  # replica age in days
+            st.lists(st.sampled_from(IDS), min_size=1, max_size=4),  # replicas, duplicates allowed
+            st.integers(0, 2**62),  # size recorded on the replicas
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from([0, 1000]),
+    st.one_of(st.none(), st.integers(0, 2**63)),
+)
+def test_any_valid_candidates_and_placements_give_a_plan_never_an_exception(objs, milp_max, budget):
+    # The solver service must not stop on a batch (a redelivered batch would stop it again): whatever valid records
+    # arrive, plan_with_details returns a plan, and moves only objects whose costs it could price.
+    s = SolverSettings(milp_max_objects=milp_max, move_budget_bytes=budget)
+    cands, current = [], {}
+    for i, (size, reads, idle, age, locs, replica_size) in enumerate(objs):
+        c = cand(f"k{i}", size=size, reads=reads, idle_days=idle)
+        p = placed(c, locs, age_days=age)
+        current[("b", c.key)] = p.model_copy(update={"replicas": [r.model_copy(update={"size": replica_size})
+                                                                  for r in p.replicas]})
+        cands.append(c)
+    result = plan_with_details(cands, current, CAT, s, NOW)
+    event(f"moves: {bool(result.plan.moves)}, skipped: {sorted(result.skipped)}")
+    assert sum(result.skipped.values()) + len(result.keys) == len(cands)
+    for m in result.plan.moves:
+        assert len(set(m.to_locations)) == len(m.to_locations) >= s.replication_factor
