@@ -174,8 +174,12 @@ class ShardState:
             was_gone = was_seen = False
         else:
             was_gone, was_seen = rec.gone, rec.seen
+        at = t  # when the object is evaluated for this event
         if rec.add(p.heat, t, op, nbytes, object_size):
             self.late_events += 1
+            # Later than the lateness allows: evaluated as of the earliest time its heat still describes. Heat "at"
+            # a time before events already counted would count those as future ones (and overflow for years).
+            at = max(t, rec.max_seen - p.heat.allowed_lateness_s)
         self.events += 1
         self.dirty.add(key)
         if op == "GET":
@@ -188,14 +192,14 @@ class ShardState:
             self.clock = t
 
         if op == "PUT" and (not was_seen or was_gone) and not rec.gone:
-            self._emit(key, rec, t, NEW, self._evaluate(key, rec, t), out)
+            self._emit(key, rec, at, NEW, self._evaluate(key, rec, at), out)
         elif op == "DELETE" and rec.gone and not was_gone:
             self.hot.discard(key)
             h = p.heat
-            self._emit(key, rec, t, GONE, (0.0, 0.0, rec.read_heat(h, t), rec.write_heat(h, t)), out)
+            self._emit(key, rec, at, GONE, (0.0, 0.0, rec.read_heat(h, at), rec.write_heat(h, at)), out)
         elif not rec.gone:
-            if t >= rec.next_eval:
-                self._consider(key, rec, t, out)
+            if at >= rec.next_eval:
+                self._consider(key, rec, at, out)
             elif not rec.eval_due:
                 rec.eval_due = True
                 heapq.heappush(self.due, (rec.next_eval, key))
