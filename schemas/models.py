@@ -23,6 +23,10 @@ BUCKET_PATTERN = r"^[^/]+$"
 # rejects the commonest producer mistake, milliseconds for seconds (now x 1000 lies ~50,000 years ahead), which
 # would otherwise move a flow shard's event-time clock there and cool every object at once.
 MAX_EVENT_TIME = 10_413_791_999.0
+# The largest object any record may describe: 1 PiB, above every provider's limit (S3 and GCS 5 TiB, Azure blobs
+# ~190 TiB). Sizes stay exact as floats and as int64 byte sums; 2^63 bytes wrapped negative in the solver's
+# capacity check and let a plan overfill a location.
+MAX_OBJECT_SIZE = 2**50
 
 
 class _Contract(BaseModel):
@@ -45,8 +49,8 @@ class AccessEvent(_Contract):
     bucket: str = Field(min_length=1, max_length=MAX_BUCKET_CHARS, pattern=BUCKET_PATTERN)
     key: str = Field(min_length=1, max_length=MAX_KEY_BYTES)
     op: Op
-    bytes: int = Field(ge=0, description="bytes transferred by this request")
-    object_size: int = Field(ge=0, description="size of the object after this request")
+    bytes: int = Field(ge=0, le=MAX_OBJECT_SIZE, description="bytes transferred by this request")
+    object_size: int = Field(ge=0, le=MAX_OBJECT_SIZE, description="size of the object after this request")
     client_region: str = Field(default="", max_length=64)
     request_id: str = Field(default="", max_length=128)
 
@@ -90,7 +94,7 @@ class Candidate(_Contract):
     bucket: str
     key: str
     as_of: float
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_OBJECT_SIZE)
     read_heat: dict[str, float]
     write_heat: dict[str, float]
     p_hot: float = Field(ge=0, le=1)
@@ -107,7 +111,7 @@ class Replica(_Contract):
     location: str = Field(description="catalogue location id, provider:region:tier")
     etag: str = ""
     sha256: str = Field(default="", description="hex SHA-256 of the object's bytes")
-    size: int = Field(default=0, ge=0)
+    size: int = Field(default=0, ge=0, le=MAX_OBJECT_SIZE)
     created_at: float = 0.0
     verified_at: float = 0.0
 
@@ -135,7 +139,7 @@ class Move(_Contract):
     plan_id: str
     bucket: str = Field(min_length=1, max_length=MAX_BUCKET_CHARS, pattern=BUCKET_PATTERN)
     key: str = Field(min_length=1)
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_OBJECT_SIZE)
     from_locations: list[str]
     to_locations: list[str]
     expected_saving_usd: float = 0.0

@@ -19,7 +19,7 @@ from flows.features import object_features
 from flows.model import BINNED, hat_bins
 from flows.predict import make_predictor
 from flows.shard import FlowParams, ShardState, restore_shard
-from schemas import MAX_EVENT_TIME, AccessEvent, Candidate, DeadLetter, ObjectHeat, topics
+from schemas import MAX_EVENT_TIME, MAX_OBJECT_SIZE, AccessEvent, Candidate, DeadLetter, ObjectHeat, topics
 
 T0 = 1_767_225_600.0
 HOUR = 3600.0
@@ -150,13 +150,13 @@ def test_micro_batch_boundaries_do_not_change_what_a_shard_emits(generated, size
     bucket=st.sampled_from(["b", "c"]),
     key=st.sampled_from(["k", "k2", "a/b"]),
     op=st.sampled_from(["GET", "PUT", "HEAD", "DELETE"]),
-    bytes=st.integers(0, 2**64),
-    object_size=st.integers(0, 2**64),
+    bytes=st.integers(0, MAX_OBJECT_SIZE),
+    object_size=st.integers(0, MAX_OBJECT_SIZE),
 ), min_size=1, max_size=40))
 def test_any_valid_access_events_are_accounted_never_an_exception(events):
     # Whatever valid events arrive, in whatever order and at whatever times the contract allows (centuries apart,
-    # sizes up to 2^64), the shard accounts them and emits records that serialise: a flow that stopped on one would
-    # stop again on it after every restart.
+    # sizes up to the 1 PiB limit), the shard accounts them and emits records that serialise: a flow that stopped
+    # on one would stop again on it after every restart.
     shard, records = fresh_shard(), []
     process_batch(shard, 0, [(i, e.model_dump_json().encode()) for i, e in enumerate(events)], records)
     emitted: list = []

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from schemas import (
     ALL_MODELS,
+    MAX_OBJECT_SIZE,
     AccessEvent,
     Candidate,
     DeadLetter,
@@ -69,6 +70,9 @@ def test_round_trip(name):
         # milliseconds for seconds: ~50,000 years ahead
         ({"event_time": 1_767_225_600_000, "bucket": "b", "key": "k", "op": "GET", "bytes": 1, "object_size": 1},
          "event_time"),
+        # larger than any provider stores (1 PiB + 1 byte); 2^63 wrapped negative in the solver's capacity check
+        ({"event_time": 1, "bucket": "b", "key": "k", "op": "PUT", "bytes": 0, "object_size": 2**50 + 1},
+         "object_size"),
     ],
 )
 def test_access_event_rejects_bad_input(payload, field):
@@ -86,6 +90,14 @@ def test_a_candidate_with_infinite_numbers_is_refused(field, value):
     raw = json.dumps({k: v for k, v in sample.items() if k != field})[:-1] + f', "{field}": {value}}}'
     with pytest.raises(ValidationError, match="finite"):
         Candidate.model_validate_json(raw)
+
+
+@pytest.mark.parametrize("model", ["Candidate", "Replica", "Move"])
+def test_sizes_beyond_the_object_size_limit_are_refused(model):
+    sample = SAMPLES[model].model_dump()
+    assert type(SAMPLES[model]).model_validate({**sample, "size": MAX_OBJECT_SIZE}).size == MAX_OBJECT_SIZE
+    with pytest.raises(ValidationError, match="size"):
+        type(SAMPLES[model]).model_validate({**sample, "size": MAX_OBJECT_SIZE + 1})
 
 
 def test_move_added_and_dropped():

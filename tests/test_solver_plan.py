@@ -9,7 +9,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from dim.config import SolverPolicy, SolverSettings
-from schemas import Candidate, Placement, Replica
+from schemas import MAX_OBJECT_SIZE, Candidate, Placement, Replica
 from solver.catalogue import load_catalogue
 from solver.plan import plan_placements, plan_with_details, policy_for, policy_mask
 
@@ -89,7 +89,7 @@ def test_skips_are_counted_not_planned():
 
 
 @pytest.mark.parametrize("milp_max", [1000, 0])
-@pytest.mark.parametrize("reads, size", [(1e300, GIB), (1e30, 1 << 62), (1e15, GIB)])
+@pytest.mark.parametrize("reads, size", [(1e300, GIB), (1e30, MAX_OBJECT_SIZE), (1e15, GIB)])
 def test_an_object_with_absurd_costs_waits_and_the_batch_is_planned(milp_max, reads, size):
     # Before: the costs overflowed (or dwarfed every other one), HiGHS gave no answer and CBC raised - the solver
     # service stopped, and stopped again on the redelivered batch - or the decomposition planned nothing at all.
@@ -403,12 +403,12 @@ def test_a_repair_a_few_bytes_over_the_move_budget_waits(milp_max):
 @given(
     st.lists(
         st.tuples(
-            st.integers(0, 2**63),  # size
+            st.integers(0, MAX_OBJECT_SIZE),  # size
             st.one_of(st.floats(0, 1e308), st.sampled_from([0.0, 1e-300, 0.5, 3.0])),  # expected reads
             st.floats(-1e4, 1e6),  # days since the last read (negative: a clock ahead of ours)
             st.floats(-1e6, 1e6),  # replica age in days
             st.lists(st.sampled_from(IDS), min_size=1, max_size=4),  # replicas, duplicates allowed
-            st.integers(0, 2**62),  # size recorded on the replicas
+            st.integers(0, MAX_OBJECT_SIZE),  # size recorded on the replicas
         ),
         min_size=1,
         max_size=6,
