@@ -57,3 +57,34 @@ def valid_records(settings: Settings, topic: str, model, group: str, until_run: 
         except ValidationError:
             continue
     return out
+
+
+def log_ends(settings: Settings, topic_names: list[str]) -> dict[tuple[str, int], int]:
+    """Where each partition of `topic_names` ends now, or a little before: Tansu's high watermark is the first
+    offset of the last record batch. Reading from here skips what the rest of a test session wrote before."""
+    from confluent_kafka import TopicPartition
+
+    from dim.kafka import consumer, partitions_of
+
+    cons = consumer(settings, "log-ends")
+    try:
+        return {(t, p): max(0, cons.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1])
+                for t in topic_names for p in partitions_of(settings, t)}
+    finally:
+        cons.close()
+
+
+def start_group_at_log_end(settings: Settings, group: str, topic_names: list[str]) -> None:
+    """Commit `group`'s offsets at the current ends of `topic_names`, so a service started next in that group
+    handles this test's records, not the whole session's backlog (the solver planned every earlier test's
+    candidates: minutes). The records of the last batch before the end may be handled again: filter by bucket."""
+    from confluent_kafka import TopicPartition
+
+    from dim.kafka import consumer
+
+    ends = log_ends(settings, topic_names)
+    cons = consumer(settings, group)
+    try:
+        cons.commit(offsets=[TopicPartition(t, p, off) for (t, p), off in ends.items()], asynchronous=False)
+    finally:
+        cons.close()

@@ -12,16 +12,15 @@ from dim.kafka import iter_records, partitions_of, producer, publish_end_markers
 from flows.run import run_flow
 from schemas import AccessEvent, Candidate, DeadLetter, ObjectHeat, topics
 
-# Later than the event times of every other test: the flow reads the shared access topic from its start, and
-# a shard's event-time clock never goes back, so earlier-dated events here would all arrive late.
 T0 = 1_893_456_000.0  # 2030-01-01
 HOUR = 3600.0
 BUSY_READS = 8 * 24 * 2
 
 
 @pytest.fixture
-def flow_settings(stack_settings, tmp_path):
-    s = stack_settings.model_copy(deep=True)
+def flow_settings(private_stack_settings, tmp_path):
+    # The module's own stack: a flow with a fresh recovery store reads the access topic from its start.
+    s = private_stack_settings.model_copy(deep=True)
     s.flow.recovery_dir = tmp_path / "recovery"
     s.flow.snapshot_interval_s = 1.0
     return s

@@ -6,10 +6,10 @@ import time
 import uuid
 
 from dim import kafka
-from dim.testing import valid_records
+from dim.testing import start_group_at_log_end, valid_records
 from mover.catalog import PlacementCatalog, new_placement
 from schemas import Candidate, DeadLetter, Move, PlacementPlan, Replica, topics
-from solver.service import run_solver
+from solver.service import GROUP, run_solver
 
 DAY = 86_400.0
 
@@ -49,6 +49,7 @@ def test_candidates_to_plans_and_moves(stack_settings):
     for key in ("cold", "hot"):
         catalog.create(new_placement(bucket, key, replicas, now=now))
 
+    start_group_at_log_end(settings, GROUP, [topics.CANDIDATES])  # plan this test's candidates, not the session's
     prod = kafka.producer(settings)
     older_hot = _candidate(bucket, "cold", 500.0, now=now - 60)  # superseded by the newer candidate below
     for c in (
