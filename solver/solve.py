@@ -25,9 +25,26 @@ def choose_method(pb: Problem, settings: SolverSettings) -> str:
 def solve(pb: Problem, settings: SolverSettings, method: str | None = None) -> Solution:
     method = method or choose_method(pb, settings)
     if method == "lagrangian":
-        from solver.lagrangian import solve_lagrangian
+        return _no_worse_than_keeping(pb, _exact_limits(pb, _lagrangian(pb)))
+    try:
+        sol = _milp_with_fallback(pb, settings)
+    except Exception as exc:  # noqa: BLE001 - whatever broke the solvers, the batch is planned
+        # Neither MILP backend could run (a broken or missing binary). An exception here stops the solver service,
+        # and the redelivered batch would stop it again: plan with the decomposition, which needs no solver binary
+        # and certifies its own gap.
+        log.error("no MILP solver could run (%s); planning this batch with the Lagrangian decomposition", exc)
+        sol = _lagrangian(pb)
+        sol = replace(sol, info={**sol.info, "milp_failed": str(exc)[:200]})
+    return _no_worse_than_keeping(pb, _exact_limits(pb, sol))
 
-        return _no_worse_than_keeping(pb, _exact_limits(pb, solve_lagrangian(pb)))
+
+def _lagrangian(pb: Problem) -> Solution:
+    from solver.lagrangian import solve_lagrangian
+
+    return solve_lagrangian(pb)
+
+
+def _milp_with_fallback(pb: Problem, settings: SolverSettings) -> Solution:
     try:
         sol = solve_milp(pb, settings.milp_backend, settings.milp_time_limit_s, settings.milp_rel_gap)
     except Exception as exc:  # a broken solver binary must not stop the pipeline: try the other one
@@ -38,7 +55,7 @@ def solve(pb: Problem, settings: SolverSettings, method: str | None = None) -> S
     if sol.status == "error" and sol.method == "milp-highs":  # it ran, but neither solved nor proved infeasible
         log.warning("HiGHS gave no answer (status error); falling back to CBC")
         sol = solve_milp(pb, "cbc", settings.milp_time_limit_s, settings.milp_rel_gap)
-    return _no_worse_than_keeping(pb, _exact_limits(pb, sol))
+    return sol
 
 
 def _exact_limits(pb: Problem, sol: Solution) -> Solution:

@@ -181,6 +181,25 @@ def test_solve_asks_cbc_when_highs_runs_but_gives_no_answer(monkeypatch):
     assert sol.method == "milp-cbc" and sol.status == "optimal" and pb.violations(sol.chosen) == []
 
 
+@pytest.mark.parametrize("highs", ["raises", "no_answer"])
+def test_when_no_milp_solver_can_run_the_batch_is_planned_by_the_decomposition(monkeypatch, highs):
+    # Before: CBC's exception (after HiGHS failed) left solve(), stopped the solver service, and the redelivered
+    # batch stopped it again.
+    from solver import milp
+    from solver.solve import solve
+
+    def broken(*a, **k):
+        raise OSError("solver binary not found")
+
+    pb = random_problem(CAT, SolverSettings(), 40, seed=3, budget_fraction=0.1)
+    monkeypatch.setattr(milp, "_run_highs", broken if highs == "raises" else lambda *a, **k: (None, "error", None))
+    monkeypatch.setattr(milp, "_run_cbc", broken)
+    sol = solve(pb, SolverSettings(milp_max_objects=1000))
+    exact = solve_lagrangian(pb)
+    assert sol.method == exact.method and "solver binary not found" in sol.info["milp_failed"]
+    assert sol.objective == pytest.approx(exact.objective) and pb.violations(sol.chosen) == []
+
+
 @pytest.mark.parametrize("limit", ["capacity", "budget"])
 def test_a_plan_within_the_solvers_tolerance_is_brought_within_the_limit_to_the_byte(limit):
     # Two objects swap places: A gets 1,001 bytes where it may hold 1,000 (or the swap copies 2,001 bytes on a
