@@ -9,11 +9,16 @@ import pytest
 from dim.config import Settings
 from dim.testing import running_stack, scratch_settings
 
+# A consumer group join on Tansu takes ~3.1 s at the default 6 s session timeout and ~2.1 s at 3 s (measured): the
+# suite joins groups over and over. Heartbeats run on librdkafka's own thread (every timeout / 3), so a busy test
+# process does not lose its session; production keeps the default.
+TEST_KAFKA = {"session_timeout_ms": 3000}
+
 
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory) -> Settings:
     """Settings of a running embedded stack; its DIM_* variables are exported so child processes share it."""
-    settings = scratch_settings(tmp_path_factory.mktemp("stack"))
+    settings = scratch_settings(tmp_path_factory.mktemp("stack"), kafka=TEST_KAFKA)
     saved = dict(os.environ)
     with running_stack(settings):
         os.environ.update(settings.to_env())
@@ -30,5 +35,5 @@ def private_stack_settings(tmp_path_factory) -> Settings:
     a flow without recovery state reads the access topic from its start, and on the session's stack that is every
     earlier test's events (the flow kill test took 391 s there, 30 s on its own stack). Starts in ~3 s. Child
     processes get its settings explicitly (`settings.to_env()`): the environment names the session's stack."""
-    with running_stack(scratch_settings(tmp_path_factory.mktemp("private-stack"))) as settings:
+    with running_stack(scratch_settings(tmp_path_factory.mktemp("private-stack"), kafka=TEST_KAFKA)) as settings:
         yield settings
