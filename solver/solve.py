@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 
 from dim.config import SolverSettings
+from solver.lagrangian import solve_lagrangian
 from solver.milp import solve_milp  # imported here, not lazily: see below
 from solver.problem import Problem, Solution
 
@@ -25,7 +26,7 @@ def choose_method(pb: Problem, settings: SolverSettings) -> str:
 def solve(pb: Problem, settings: SolverSettings, method: str | None = None) -> Solution:
     method = method or choose_method(pb, settings)
     if method == "lagrangian":
-        return _no_worse_than_keeping(pb, _exact_limits(pb, _lagrangian(pb)))
+        return _no_worse_than_keeping(pb, _exact_limits(pb, solve_lagrangian(pb)))
     try:
         sol = _milp_with_fallback(pb, settings)
     except Exception as exc:  # noqa: BLE001 - whatever broke the solvers, the batch is planned
@@ -33,15 +34,9 @@ def solve(pb: Problem, settings: SolverSettings, method: str | None = None) -> S
         # and the redelivered batch would stop it again: plan with the decomposition, which needs no solver binary
         # and certifies its own gap.
         log.error("no MILP solver could run (%s); planning this batch with the Lagrangian decomposition", exc)
-        sol = _lagrangian(pb)
+        sol = solve_lagrangian(pb)
         sol = replace(sol, info={**sol.info, "milp_failed": str(exc)[:200]})
     return _no_worse_than_keeping(pb, _exact_limits(pb, sol))
-
-
-def _lagrangian(pb: Problem) -> Solution:
-    from solver.lagrangian import solve_lagrangian
-
-    return solve_lagrangian(pb)
 
 
 def _milp_with_fallback(pb: Problem, settings: SolverSettings) -> Solution:
