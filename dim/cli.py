@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "flow": ("flows.cli:flow_cmd", "Run the Bytewax dataflow: decayed heat, p_hot, candidates."),
     "solve": ("solver.cli:solve_cmd", "Run the placement solver: candidates -> plans."),
     "move": ("mover.cli:move_cmd", "Run the mover: execute plans against the S3 stores."),
+    "audit": ("mover.cli:audit_cmd", "Check the stores against the placement catalog (and repair waste)."),
     "chaos": ("mover.cli:chaos_cmd", "Run the fault-injection S3 proxy."),
     "api": ("api.cli:api_cmd", "Serve the read-only query API (and ingest the topics into ClickHouse)."),
     "ingest": ("api.cli:ingest_cmd", "Ingest the topics into the analytics store."),

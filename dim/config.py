@@ -226,6 +226,9 @@ class MoverSettings(BaseModel):
     stale_upload_s: float = Field(default=3600.0, ge=0)
     # Finished moves stay in the journal this long, so a redelivered move is recognised and not re-run.
     journal_keep_finished_s: float = Field(default=7 * 86400.0, ge=0)
+    # `dim audit`: a replica no catalog entry names is only an orphan (deletable by --repair) once older than
+    # this. A copy whose commit is in flight is unnamed too: keep this far above the longest move.
+    audit_grace_s: float = Field(default=7 * 86400.0, ge=0)
 
 
 class ApiSettings(BaseModel):

@@ -1,7 +1,8 @@
 """`dim demo`: the whole pipeline, end to end, on the real embedded stack.
 
 up → replay the shipped trace sample (objects created for real) → flow (heat, p_hot, candidates) → solver (plans)
-→ mover (copy, verify, commit, delete) → ingestion into ClickHouse (chDB) → summary (+ HTML report) → down.
+→ mover (copy, verify, commit, delete) → audit of the stores against the catalog (mover/audit.py) → ingestion
+into ClickHouse (chDB) → summary (+ HTML report) → down.
 
 Each stage runs bounded: it stops at the run's end markers (see dim/kafka.py). The flow and the solver append the
 markers to their output topics when they finish; the orchestrator does it for the mover's outputs, so the next
@@ -34,6 +35,7 @@ class PipelineResult:
     replay: dict = field(default_factory=dict)
     solver: dict = field(default_factory=dict)
     mover: dict = field(default_factory=dict)
+    audit: dict = field(default_factory=dict)
     ingest: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
 
@@ -88,6 +90,11 @@ def run_pipeline(
         res.mover = dict(run_mover(settings, until_run=run_id))
         for t in (topics.MOVE_EVENTS, topics.PLACEMENTS):
             publish_end_markers(settings, t, run_id)
+    with stage("audit"):
+        from mover.reconcile import run_audit
+
+        audit = run_audit(settings, bucket).as_dict(max_findings=10)
+        res.audit = {k: audit[k] for k in ("ok", "entries", "replicas", "replica_bytes", "counts", "findings")}
     with stage("ingest"), AnalyticsStore.open(settings) as store:
         store.migrate()
         res.ingest = dict(run_ingest(settings, store, until_run=run_id))
@@ -115,6 +122,7 @@ def summarize(settings: Settings, store, bucket: str, res: PipelineResult) -> di
         "bytes_moved": int(res.mover.get("bytes_moved", done["b"] or 0)),
         "monthly_cost_before_usd": round(before, 4),
         "monthly_cost_after_usd": round(after, 4),
+        "audit": res.audit,
     }
 
 
@@ -157,6 +165,8 @@ def demo_cmd(trace: Path, time_scale: float, size_scale: float, limit: int | Non
     click.echo(f"report: {report_path.resolve()}")
     if summary["moves_done"] == 0:
         raise click.ClickException("the demo executed no move")
+    if not summary["audit"]["ok"]:
+        raise click.ClickException("the audit found a catalogued replica missing or changed (see 'audit')")
 
 
 def _write_report(settings: Settings) -> Path:

@@ -96,13 +96,17 @@ class PlacementCatalog:
                 time.sleep(0.01)
         raise CatalogConflict(f"{bucket}/{key}: too many concurrent updates")
 
-    def iter_all(self):
-        """Every entry (for reconciliation and tests)."""
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
-        for page in pages:
-            for item in page.get("Contents", []):
-                body = self.s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
-                yield Placement.model_validate_json(body)
+    def keys(self, prefix: str = ""):
+        """The replica keys ("bucket/key") of every entry under `prefix`, in key order, page by page."""
+        token: dict = {}
+        while True:
+            resp = self._call(f"CATALOG LIST {prefix}", lambda c, t=token: c.list_objects_v2(
+                Bucket=self.bucket, Prefix=prefix, **t))
+            for item in resp.get("Contents", []) or []:
+                yield item["Key"]
+            if not resp.get("IsTruncated"):
+                return
+            token = {"ContinuationToken": resp["NextContinuationToken"]}
 
 
 def new_placement(bucket: str, key: str, replicas: list[Replica], now: float | None = None) -> Placement:

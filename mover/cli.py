@@ -1,4 +1,4 @@
-"""`dim move` and `dim chaos`."""
+"""`dim move`, `dim audit` and `dim chaos`."""
 
 from __future__ import annotations
 
@@ -47,6 +47,36 @@ def move_cmd(until_run: str | None, plan_file: Path | None, idle_timeout: float 
     finally:
         bar.close()
     click.echo(json.dumps(summary))
+
+
+@click.command("audit")
+@click.option("--bucket", default=None, help="Audit only this bucket's objects (default: every object).")
+@click.option("--prefix", default="", help="... and only keys starting with this (needs --bucket).")
+@click.option("--verify-checksums", is_flag=True,
+              help="Read every catalogued replica back and compare its SHA-256 (reads all the bytes).")
+@click.option("--repair", is_flag=True,
+              help="Delete orphans and abort stale uploads older than the grace period, each re-checked first.")
+@click.option("--grace-s", type=float, default=None,
+              help="Unnamed replicas and open uploads younger than this are left alone "
+                   "(default: mover.audit_grace_s for replicas, mover.stale_upload_s for uploads).")
+def audit_cmd(bucket: str | None, prefix: str, verify_checksums: bool, repair: bool, grace_s: float | None):
+    """Check the stores against the placement catalog; prints a JSON report, exits 2 on an integrity finding."""
+    from mover.reconcile import repair as repair_waste
+    from mover.reconcile import run_audit
+
+    settings = _settings()
+    if grace_s is not None and grace_s < 0:
+        raise click.BadParameter("must be >= 0", param_hint="--grace-s")
+    try:
+        report = run_audit(settings, bucket, prefix, verify_checksums, grace_s)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    out = report.as_dict()
+    if repair:
+        out["repair"] = repair_waste(settings, report, grace_s)
+    click.echo(json.dumps(out))
+    if not report.ok:
+        sys.exit(2)
 
 
 @click.command("chaos")

@@ -154,8 +154,8 @@ class LiteS3Client:
         resp = self._request("PUT", Bucket, Key, "PutObject", body=body, headers=headers)
         return {"ETag": resp.headers.get("ETag", ""), "ResponseMetadata": {"HTTPStatusCode": resp.status}}
 
-    def delete_object(self, Bucket: str, Key: str):
-        resp = self._request("DELETE", Bucket, Key, "DeleteObject")
+    def delete_object(self, Bucket: str, Key: str, IfMatch: str | None = None):
+        resp = self._request("DELETE", Bucket, Key, "DeleteObject", headers={"if-match": IfMatch} if IfMatch else None)
         return {"ResponseMetadata": {"HTTPStatusCode": resp.status}}
 
     def upload_part(self, Bucket: str, Key: str, UploadId: str, PartNumber: int, Body: bytes):

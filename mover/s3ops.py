@@ -247,6 +247,13 @@ class ReplicaStore:
         self.call(self.endpoint(location), f"DELETE {bucket}/{key}",
                   lambda c: c.delete_object(Bucket=bucket, Key=key))
 
+    def delete_if_unchanged(self, location: str, key: str, etag: str) -> None:
+        """Delete one replica only if it still has `etag` (S3 conditional delete; a store that ignores the
+        condition deletes unconditionally). PreconditionFailed if it was rewritten since it was listed."""
+        bucket = self.bucket(location)
+        self.call(self.endpoint(location), f"DELETE {bucket}/{key} if {etag}",
+                  lambda c: c.delete_object(Bucket=bucket, Key=key, IfMatch=f'"{etag}"'))
+
     def _delete_keys(self, location: str, keys: list[str]) -> dict[str, BaseException | None]:
         if len(keys) == 1:  # nobody to share with: the plain request
             self.delete(location, keys[0])
@@ -497,7 +504,7 @@ class ReplicaStore:
         return etag
 
     def _abort_all(self, location: str, key: str, upload: str) -> None:
-        self._abort(location, key, upload)
+        self.abort_upload(location, key, upload)
         self._sweep_uploads(location, key)
 
     def _sweep_uploads(self, location: str, key: str) -> None:
@@ -508,7 +515,7 @@ class ReplicaStore:
             return
         self.stats["orphan_uploads_aborted"] += n
 
-    def _abort(self, location: str, key: str, upload_id: str) -> None:
+    def abort_upload(self, location: str, key: str, upload_id: str) -> None:
         bucket = self.bucket(location)
         try:
             self.call(self.endpoint(location), f"ABORT-MPU {bucket}/{key}", lambda c: c.abort_multipart_upload(
@@ -528,12 +535,25 @@ class ReplicaStore:
                 return out
             marker = {"KeyMarker": resp["NextKeyMarker"], "UploadIdMarker": resp["NextUploadIdMarker"]}
 
+    def list_replicas(self, location: str, prefix: str = ""):
+        """(key, size, etag, last modified) of every object under `prefix` in the location's bucket, page by page."""
+        bucket = self.bucket(location)
+        token: dict = {}
+        while True:
+            resp = self.call(self.endpoint(location), f"LIST {bucket}/{prefix}", lambda c, t=token: c.list_objects_v2(
+                Bucket=bucket, Prefix=prefix, **t))
+            for item in resp.get("Contents", []) or []:
+                yield item["Key"], item["Size"], _etag(item["ETag"]), item["LastModified"].timestamp()
+            if not resp.get("IsTruncated"):
+                return
+            token = {"ContinuationToken": resp["NextContinuationToken"]}
+
     def abort_uploads(self, location: str, key: str) -> int:
         """Abort every open multipart upload of exactly `key` (the owner of the object is the only writer)."""
         n = 0
         for up in self.open_uploads(location, prefix=key):
             if up["Key"] == key:
-                self._abort(location, key, up["UploadId"])
+                self.abort_upload(location, key, up["UploadId"])
                 n += 1
         return n
 
@@ -549,6 +569,6 @@ class ReplicaStore:
             seen.add(ident)
             for up in self.open_uploads(loc):
                 if now - up["Initiated"].timestamp() >= older_than_s:
-                    self._abort(loc, up["Key"], up["UploadId"])
+                    self.abort_upload(loc, up["Key"], up["UploadId"])
                     n += 1
         return n

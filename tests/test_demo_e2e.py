@@ -59,6 +59,10 @@ def test_pipeline_moves_objects(pipeline):
     assert s["events_ingested"] == 4550
     assert s["moves_done"] > 0 and s["moves_failed"] == 0
     assert s["bytes_moved"] > 0
+    # Every catalogued replica is stored as catalogued, every object has RF of them, nothing is left behind.
+    assert s["audit"]["ok"] and s["audit"]["entries"] == s["objects"], s["audit"]
+    assert s["audit"]["replicas"] >= 2 * s["objects"]
+    assert sum(s["audit"]["counts"].values()) == 0, s["audit"]
     assert s["monthly_cost_after_usd"] < s["monthly_cost_before_usd"]
 
 

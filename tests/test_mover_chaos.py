@@ -23,6 +23,7 @@ from dim import kafka
 from mover.catalog import PlacementCatalog, replica_key
 from mover.chaos import ChaosConfig, pick_fault, start_process, stats
 from mover.objects import seed_objects
+from mover.reconcile import run_audit
 from mover.s3ops import ReplicaStore
 from schemas import TERMINAL_MOVE_STATES, Move, MoveEvent, MoveState, topics
 from tests.test_mover_moves import mover_settings
@@ -166,3 +167,6 @@ def test_chaos_moves_survive_faults_and_two_sigkills(stack_settings, tmp_path):
                 assert info is None, f"{m.key} left behind at {loc}"
     for loc in (A, B, C, D):
         assert not store.open_uploads(loc, prefix=f"chaos/{run}/"), loc
+    # The operators' check says the same (`dim audit`): every location, nothing unnamed, no upload, RF everywhere.
+    report = run_audit(stack_settings, "chaos", f"{run}/", grace_s=0.0)
+    assert report.ok and report.findings == [] and report.entries == N_MOVES, report.as_dict()

@@ -1,0 +1,165 @@
+"""The estate audited against the placement catalog. Pure: mover/reconcile.py lists the stores and the catalog.
+
+The mover's guarantee is that the catalog only names verified replicas and that an object never has fewer than
+RF of them. The audit checks it from the outside, as an operator (or a test) would:
+
+integrity findings (the guarantee is broken; `dim audit` exits 2):
+  missing            the catalog names a replica that is not stored
+  size_mismatch      the stored replica's size is not the catalogued one
+  changed            its ETag is not the catalogued one: the bytes were replaced since they were verified
+  checksum_mismatch  its SHA-256, read back (only with digests), is not the catalogued one
+  under_replicated   the entry names fewer replicas than the replication factor
+waste findings (storage paid for nothing; repairable once older than the grace period):
+  orphan             stored where the object's entry does not name it (a rolled-back copy, a replica left by a
+                     move cut short, an object deleted since)
+  stale_upload       a multipart upload left open
+and for information only, never repaired:
+  uncatalogued       stored under a key no catalog entry has (not ours, or seeding in progress: replicas are
+                     written before their entry)
+
+A replica younger than the grace period is never called an orphan: it may be a copy whose commit is in flight.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+
+from mover.catalog import replica_key
+from schemas import Placement
+
+INTEGRITY = ("missing", "size_mismatch", "changed", "checksum_mismatch", "under_replicated")
+WASTE = ("orphan", "stale_upload")
+INFO = ("uncatalogued",)
+
+
+@dataclass(frozen=True)
+class StoredReplica:
+    """One object as listed in a location's bucket."""
+
+    location: str
+    key: str  # the replica key, mover.catalog.replica_key(bucket, key)
+    size: int
+    etag: str
+    last_modified: float
+
+
+@dataclass(frozen=True)
+class OpenUpload:
+    location: str
+    key: str
+    upload_id: str
+    initiated: float
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    location: str
+    key: str  # the replica key
+    size: int = 0
+    age_s: float = 0.0
+    detail: str = ""
+    upload_id: str = ""
+
+
+@dataclass
+class AuditReport:
+    entries: int = 0
+    replicas: int = 0
+    replica_bytes: int = 0
+    stored_objects: int = 0
+    unnamed_in_grace: int = 0  # unnamed replicas younger than the grace period (moves in flight, seeding)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No integrity finding: every catalogued replica is there, as catalogued."""
+        return not any(f.kind in INTEGRITY for f in self.findings)
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(f.kind for f in self.findings)
+        return {k: c.get(k, 0) for k in INTEGRITY + WASTE + INFO}
+
+    def waste_bytes(self) -> int:
+        return sum(f.size for f in self.findings if f.kind == "orphan")
+
+    def as_dict(self, max_findings: int = 100) -> dict:
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "replicas": self.replicas,
+            "replica_bytes": self.replica_bytes,
+            "stored_objects": self.stored_objects,
+            "unnamed_in_grace": self.unnamed_in_grace,
+            "orphan_bytes": self.waste_bytes(),
+            "counts": self.counts(),
+            # integrity findings first: they are the ones to read
+            "findings": [asdict(f) for f in sorted(self.findings, key=lambda f: (f.kind not in INTEGRITY, f.kind,
+                                                                                f.location, f.key))][:max_findings],
+        }
+
+
+def audit(entries: Iterable[Placement], stored: Mapping[str, Mapping[str, StoredReplica]], rf: int, now: float,
+          grace_s: float, uploads: Iterable[OpenUpload] = (), upload_grace_s: float | None = None,
+          digests: Mapping[tuple[str, str], str] | None = None) -> AuditReport:
+    """Compare the catalog `entries` with what every location stores (`stored[location][replica key]`, the
+    complete listing of the audited scope) at wall time `now`. Unnamed replicas are orphans once `grace_s` old,
+    open uploads stale once `upload_grace_s` old (default `grace_s`). `digests[(location, replica key)]`: SHA-256
+    read back from the store, for the replicas whose bytes were checked."""
+    report = AuditReport()
+    findings = report.findings
+    named: set[tuple[str, str]] = set()
+    catalogued: set[str] = set()
+    for entry in entries:
+        report.entries += 1
+        rkey = replica_key(entry.bucket, entry.key)
+        catalogued.add(rkey)
+        if entry.deleted:
+            continue
+        if len(entry.replicas) < rf:
+            findings.append(Finding("under_replicated", ",".join(entry.locations), rkey,
+                                    detail=f"{len(entry.replicas)} replicas named, replication factor {rf}"))
+        for r in entry.replicas:
+            report.replicas += 1
+            report.replica_bytes += r.size
+            named.add((r.location, rkey))
+            got = stored.get(r.location, {}).get(rkey)
+            if got is None:
+                findings.append(Finding("missing", r.location, rkey, r.size, detail="catalogued, not stored"))
+            elif got.size != r.size:
+                findings.append(Finding("size_mismatch", r.location, rkey, got.size,
+                                        detail=f"stored {got.size} bytes, catalogued {r.size}"))
+            elif r.etag and got.etag != r.etag:
+                findings.append(Finding("changed", r.location, rkey, got.size,
+                                        detail=f"stored ETag {got.etag}, catalogued {r.etag}"))
+            elif digests is not None and (r.location, rkey) in digests and r.sha256 \
+                    and digests[(r.location, rkey)] != r.sha256:
+                findings.append(Finding("checksum_mismatch", r.location, rkey, got.size,
+                                        detail=f"stored sha256 {digests[(r.location, rkey)]}, catalogued {r.sha256}"))
+    for location, listing in stored.items():
+        for rkey, got in listing.items():
+            report.stored_objects += 1
+            if (location, rkey) in named:
+                continue
+            age = max(0.0, now - got.last_modified)
+            if rkey not in catalogued:
+                findings.append(Finding("uncatalogued", location, rkey, got.size, age, "no catalog entry"))
+            elif age < grace_s:
+                report.unnamed_in_grace += 1
+            else:
+                findings.append(Finding("orphan", location, rkey, got.size, age, "not named by its catalog entry"))
+    upload_grace_s = grace_s if upload_grace_s is None else upload_grace_s
+    for up in uploads:
+        age = max(0.0, now - up.initiated)
+        if age >= upload_grace_s:
+            findings.append(Finding("stale_upload", up.location, up.key, 0, age, "multipart upload left open",
+                                    up.upload_id))
+    return report
+
+
+def repairs(report: AuditReport) -> list[Finding]:
+    """What a repair may remove: orphans and stale uploads (both older than the grace period by construction).
+    Never a named replica, never an uncatalogued object."""
+    return [f for f in report.findings if f.kind in WASTE]

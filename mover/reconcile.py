@@ -1,0 +1,135 @@
+"""`dim audit`'s adapter: list the catalog and every location's bucket, run the pure audit (mover/audit.py) and,
+with repair, remove what it calls waste.
+
+Repair deletes an orphan only after re-reading its catalog entry (still not named there) and its HEAD (still
+older than the grace period), with a delete conditional on the ETag it saw, so a copy written in between - a move
+adding this very location - is not deleted. It never deletes a named replica or an object without an entry.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from dim.config import Settings
+from mover.audit import INTEGRITY, AuditReport, OpenUpload, StoredReplica, audit, repairs
+from mover.catalog import PlacementCatalog
+from mover.executor import resilient_catalog
+from mover.s3ops import MoveError, ReplicaStore, SourceChanged
+from schemas import Placement
+
+READ_WORKERS = 16
+
+
+def _scope(bucket: str | None, prefix: str) -> str:
+    if bucket is None:
+        if prefix:
+            raise ValueError("a prefix needs a bucket")
+        return ""
+    if not bucket or "/" in bucket:
+        raise ValueError(f"not a bucket name: {bucket!r}")
+    return f"{bucket}/{prefix}"
+
+
+def _entries(catalog: PlacementCatalog, scope: str) -> list[Placement]:
+    def get(rkey: str) -> Placement | None:
+        bucket, _, key = rkey.partition("/")
+        got = catalog.get(bucket, key)
+        return got[0] if got else None  # deleted between the listing and the read
+
+    with ThreadPoolExecutor(READ_WORKERS) as pool:
+        return [p for p in pool.map(get, catalog.keys(scope)) if p is not None]
+
+
+def _digests(store: ReplicaStore, entries: list[Placement],
+             stored: dict[str, dict[str, StoredReplica]]) -> dict[tuple[str, str], str]:
+    """SHA-256 of every named replica that is stored at its catalogued size, read back in full."""
+    todo = [(r.location, got.key, got.size) for p in entries if not p.deleted for r in p.replicas
+            if (got := stored.get(r.location, {}).get(f"{p.bucket}/{p.key}")) is not None and got.size == r.size]
+    with ThreadPoolExecutor(4) as pool:
+        sums = pool.map(lambda t: store.read_sha256(*t), todo)
+        return {(loc, key): digest for (loc, key, _), digest in zip(todo, sums)}
+
+
+def run_audit(settings: Settings, bucket: str | None = None, prefix: str = "", verify_checksums: bool = False,
+              grace_s: float | None = None, store: ReplicaStore | None = None,
+              catalog: PlacementCatalog | None = None) -> AuditReport:
+    """Audit the objects under `bucket`/`prefix` (everything without a bucket) in every catalogue location."""
+    scope = _scope(bucket, prefix)
+    store = store or ReplicaStore(settings)
+    catalog = catalog or resilient_catalog(settings, store)
+    started = time.time()
+    stored: dict[str, dict[str, StoredReplica]] = {}
+    uploads: list[OpenUpload] = []
+    for loc in store.catalogue.locations:
+        stored[loc.id] = {key: StoredReplica(loc.id, key, size, etag, modified)
+                          for key, size, etag, modified in store.list_replicas(loc.id, scope)}
+        uploads += [OpenUpload(loc.id, u["Key"], u["UploadId"], u["Initiated"].timestamp())
+                    for u in store.open_uploads(loc.id, prefix=scope)]
+    entries = _entries(catalog, scope)
+    digests = _digests(store, entries, stored) if verify_checksums else None
+    m = settings.mover
+    grace = m.audit_grace_s if grace_s is None else grace_s
+    rf = settings.solver.replication_factor
+    report = audit(entries, stored, rf, started, grace, uploads,
+                   upload_grace_s=m.stale_upload_s if grace_s is None else grace_s, digests=digests)
+    _confirm(report, store, catalog, rf, grace, verify_checksums)
+    return report
+
+
+def _confirm(report: AuditReport, store: ReplicaStore, catalog: PlacementCatalog, rf: int, grace: float,
+             verify_checksums: bool) -> None:
+    """A second look at every object with an integrity finding. The listings and the catalog are read at
+    different moments, so a move committing in between looks like a missing replica (named now, copied after
+    its location was listed; or named when read, deleted before it was listed). Each suspect is re-audited
+    from its entry read now and a HEAD of every location it names: only what is still wrong is reported."""
+    suspects = sorted({f.key for f in report.findings if f.kind in INTEGRITY})
+    if not suspects:
+        return
+    known = {loc.id for loc in store.catalogue.locations}
+    confirmed = []
+    for rkey in suspects:
+        bucket, _, key = rkey.partition("/")
+        got = catalog.get(bucket, key)
+        if got is None:
+            continue
+        entry = got[0]
+        stored: dict[str, dict[str, StoredReplica]] = {}
+        for r in entry.replicas:
+            info = store.head(r.location, rkey) if r.location in known else None
+            if info is not None:
+                stored[r.location] = {rkey: StoredReplica(r.location, rkey, info.size, info.etag, info.last_modified)}
+        digests = _digests(store, [entry], stored) if verify_checksums else None
+        again = audit([entry], stored, rf, time.time(), grace, digests=digests)
+        confirmed += [f for f in again.findings if f.kind in INTEGRITY]
+    report.findings[:] = [f for f in report.findings if f.kind not in INTEGRITY] + confirmed
+
+
+def repair(settings: Settings, report: AuditReport, grace_s: float | None = None,
+           store: ReplicaStore | None = None, catalog: PlacementCatalog | None = None) -> dict[str, int]:
+    """Delete the report's orphans and abort its stale uploads, each re-checked first (module docstring)."""
+    store = store or ReplicaStore(settings)
+    catalog = catalog or resilient_catalog(settings, store)
+    grace = settings.mover.audit_grace_s if grace_s is None else grace_s
+    done = {"orphans_deleted": 0, "orphan_bytes_deleted": 0, "uploads_aborted": 0, "kept": 0, "errors": 0}
+    for f in repairs(report):
+        try:
+            if f.kind == "stale_upload":
+                store.abort_upload(f.location, f.key, f.upload_id)
+                done["uploads_aborted"] += 1
+                continue
+            bucket, _, key = f.key.partition("/")
+            got = catalog.get(bucket, key)
+            info = store.head(f.location, f.key)
+            if (got is None or (not got[0].deleted and f.location in got[0].locations) or info is None
+                    or time.time() - info.last_modified < grace):
+                done["kept"] += 1  # named, unknown, gone or rewritten since the listing
+                continue
+            store.delete_if_unchanged(f.location, f.key, info.etag)
+            done["orphans_deleted"] += 1
+            done["orphan_bytes_deleted"] += info.size
+        except SourceChanged:
+            done["kept"] += 1
+        except MoveError:
+            done["errors"] += 1
+    return done
