@@ -178,8 +178,11 @@ class MoveExecutor:
                 elif step.kind is StepKind.VERIFY:
                     new_replicas[step.location] = self._verify(move, current, step.location)
                 elif step.kind is StepKind.COMMIT:
-                    for loc in move.added:  # verified before a restart: re-check what is stored
-                        if loc not in new_replicas:
+                    # Verified before a restart, or so long ago that `dim audit --repair` may since have taken the
+                    # unnamed copy for an orphan (older than half its grace period): re-check what is stored.
+                    stale_before = self.clock() - self.settings.mover.audit_grace_s / 2
+                    for loc in move.added:
+                        if loc not in new_replicas or new_replicas[loc].verified_at < stale_before:
                             new_replicas[loc] = self._stored_replica(move, current, loc)
                     placement = self._commit(move, base_version, new_replicas, current, etag)
                 elif step.kind is StepKind.DELETE:
@@ -273,8 +276,7 @@ class MoveExecutor:
                 raise VerificationFailed(f"verify {target}: size {result.size} != {expected_size}")
             if expected_sha and result.sha256 != expected_sha:
                 raise VerificationFailed(f"checksum_mismatch at {target}: sha256 {result.sha256} != {expected_sha}")
-            self._record(move, S.VERIFIED, location=target, nbytes=result.size, sha256=result.sha256)
-            now = self.clock()
+            now = self._record(move, S.VERIFIED, location=target, nbytes=result.size, sha256=result.sha256).ts
             return Replica(location=target, etag=result.etag, sha256=result.sha256, size=result.size,
                            created_at=now, verified_at=now)
         stored = self.store.head(target, rkey)
@@ -291,8 +293,7 @@ class MoveExecutor:
             digest = self.store.read_sha256(target, rkey, stored.size)
         if expected_sha and digest != expected_sha:
             raise VerificationFailed(f"checksum_mismatch at {target}: sha256 {digest} != {expected_sha}")
-        self._record(move, S.VERIFIED, location=target, nbytes=stored.size, sha256=digest)
-        now = self.clock()
+        now = self._record(move, S.VERIFIED, location=target, nbytes=stored.size, sha256=digest).ts
         return Replica(location=target, etag=stored.etag, sha256=digest, size=stored.size, created_at=now,
                        verified_at=now)
 

@@ -337,3 +337,27 @@ def test_growing_object_is_retried_later_and_then_moved(stack_settings, tmp_path
     summary = mover.summary.as_dict()
     assert summary["growing_retries"] == 1 and summary["moves_done"] == 1, summary
     assert PlacementCatalog(settings).get("app", key)[0].locations == [A, C]
+
+
+def test_a_copy_verified_longer_ago_than_half_the_audit_grace_is_checked_again_before_its_commit(
+        stack_settings, tmp_path):
+    # A copy waits, unnamed, between its verification and the commit (here: a week of wall time). Meanwhile
+    # `dim audit --repair` may take it for an orphan and delete it; the commit must then not name it.
+    settings = mover_settings(stack_settings, tmp_path)
+    key, data = new_key(), os.urandom(5_000)
+    seed_object(settings, "app", key, data, [A, B])
+    move = make_move(key, [A, B], [B, C])
+    store = ReplicaStore(settings)
+    now = [1_800_000_000.0]
+
+    def week_passes_and_repair_deletes_the_copy(ev: MoveEvent) -> None:
+        if ev.state is S.VERIFIED:
+            now[0] += settings.mover.audit_grace_s
+            store.delete(C, replica_key("app", key))
+
+    with MoveJournal(settings) as journal:
+        outcome = MoveExecutor(settings, journal, store, after_event=week_passes_and_repair_deletes_the_copy,
+                               clock=lambda: now[0]).execute(move)
+    assert outcome.state is S.FAILED and "gone or changed" in outcome.reason, outcome
+    assert assert_catalog_truthful(settings, store, key, data) == [A, B]
+    assert PlacementCatalog(settings).get("app", key)[0].version == 1
