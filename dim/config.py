@@ -75,6 +75,11 @@ class ClickHouseSettings(BaseModel):
 class FlowSettings(BaseModel):
     half_lives_s: list[float] = Field(default_factory=lambda: [3600.0, 86400.0, 7 * 86400.0])
     allowed_lateness_s: float = Field(default=300.0, ge=0)
+    # An access whose event time is more than this ahead of its Kafka record's timestamp is a dead letter: a
+    # producer with a wrong clock would otherwise advance its shard's event-time clock and cool every object of
+    # the shard. The record timestamp is stored with the record, so a re-run decides the same. Off (None) by
+    # default: `dim replay --time-scale` publishes event times on the trace's own axis, ahead of the wall clock.
+    max_event_lead_s: float | None = Field(default=None, gt=0)
     # p_hot = P(>= hot_reads reads within horizon_s)
     hot_reads: int = Field(default=2, ge=1)
     horizon_s: float = Field(default=86400.0, gt=0)

@@ -27,11 +27,17 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaException,
+    TopicPartition,
+)
 
 from dim.config import Settings, kafka_consumer_config
 from dim.kafka import END_MARKER_HEADER, partitions_of, produce, producer
-from flows.parse import parse_access
+from flows.parse import lead_problem, parse_access
 from flows.shard import FlowParams, ShardState, restore_shard
 from schemas import Candidate, DeadLetter, ObjectHeat, topics
 
@@ -41,6 +47,7 @@ PAYLOAD_LIMIT = 4096
 IDLE_POLL = timedelta(milliseconds=5)
 
 Record = tuple[str, bytes | None, bytes]  # (topic, message key, value)
+RawAccess = tuple[int, bytes | None, int | None]  # (offset, value, record timestamp in ms if it has one)
 
 
 # -- source -------------------------------------------------------------------------------------------------
@@ -58,7 +65,7 @@ class _AccessPartition(StatefulSourcePartition):
         start = OFFSET_BEGINNING if next_offset is None else next_offset
         self._consumer.assign([TopicPartition(topic, partition, start)])
 
-    def next_batch(self) -> list[tuple[str, tuple[int, list[tuple[int, bytes | None]]]]]:
+    def next_batch(self) -> list[tuple[str, tuple[int, list[RawAccess]]]]:
         if self._done:
             raise StopIteration()
         msgs = self._consumer.consume(self._batch, 0)
@@ -79,7 +86,8 @@ class _AccessPartition(StatefulSourcePartition):
                         self._done = True
                         break
                     continue
-            data.append((offset, m.value()))
+            ts_type, ts_ms = m.timestamp()
+            data.append((offset, m.value(), ts_ms if ts_type != TIMESTAMP_NOT_AVAILABLE else None))
         self._awake = None if msgs else datetime.now(UTC) + IDLE_POLL
         if not data:
             if self._done:
@@ -135,13 +143,16 @@ def dead_letter(partition: int, offset: int, raw: bytes | None, reason: str) -> 
     return (topics.DEAD_LETTERS, topics.ACCESS.encode(), dl.model_dump_json().encode())
 
 
-def process_batch(shard: ShardState, partition: int, batch: list[tuple[int, bytes | None]],
-                  out: list[Record]) -> None:
-    """Parse, validate and account one micro-batch of raw records in offset order."""
+def process_batch(shard: ShardState, partition: int, batch: list[RawAccess], out: list[Record],
+                  max_lead_s: float | None = None) -> None:
+    """Parse, validate and account one micro-batch of raw records in offset order. With `max_lead_s`, an event
+    more than that ahead of its record's timestamp is a dead letter (settings.flow.max_event_lead_s)."""
     emitted: list = []
     on_event = shard.on_event
-    for offset, raw in batch:
+    for offset, raw, ts_ms in batch:
         ev = parse_access(raw)
+        if not isinstance(ev, str) and max_lead_s is not None:
+            ev = lead_problem(ev.event_time, ts_ms, max_lead_s) or ev
         if isinstance(ev, str):
             shard.dead_letters += 1
             out.append(dead_letter(partition, offset, raw, ev))
@@ -154,8 +165,10 @@ class ShardLogic(StatefulBatchLogic):
     """One access-topic partition's ShardState inside Bytewax. Bytewax's builder is not told the key, so a new
     shard is built on its first batch, which carries the partition number (it seeds the shard's model)."""
 
-    def __init__(self, make_shard, resume: bytes | None, where: str = "a recovery snapshot"):
+    def __init__(self, make_shard, resume: bytes | None, where: str = "a recovery snapshot",
+                 max_lead_s: float | None = None):
         self.make_shard = make_shard
+        self.max_lead_s = max_lead_s
         self.shard: ShardState | None = restore_shard(resume, where) if resume is not None else None
 
     def on_batch(self, values: list[tuple[int, list]]) -> tuple[Iterable[list[Record]], bool]:
@@ -163,7 +176,7 @@ class ShardLogic(StatefulBatchLogic):
         for partition, batch in values:
             if self.shard is None:
                 self.shard = self.make_shard(partition)
-            process_batch(self.shard, partition, batch, out)
+            process_batch(self.shard, partition, batch, out, self.max_lead_s)
         return ([out] if out else []), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[list[Record]], bool]:
@@ -244,6 +257,7 @@ def build_dataflow(settings: Settings, until_run: str | None = None, make_shard:
     flow = Dataflow(FLOW_NAME)
     batches = op.input("access", flow, AccessSource(settings, until_run))
     where = f"the recovery store {settings.recovery_dir}"
-    records = op.stateful_batch("shard", batches, lambda resume: ShardLogic(make_shard, resume, where))
+    lead = settings.flow.max_event_lead_s
+    records = op.stateful_batch("shard", batches, lambda resume: ShardLogic(make_shard, resume, where, lead))
     op.output("out", records, KafkaRecordSink(settings))
     return flow

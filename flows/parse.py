@@ -23,6 +23,18 @@ def parse_access(raw: bytes | None) -> AccessEvent | str:
         return _reason(exc)
 
 
+def lead_problem(event_time: float, record_ts_ms: int | None, max_lead_s: float) -> str | None:
+    """Why an event whose time is more than `max_lead_s` ahead of its Kafka record's timestamp is refused, or None
+    (also when the record has no timestamp)."""
+    if record_ts_ms is None:
+        return None
+    lead = event_time - record_ts_ms / 1000.0
+    if lead <= max_lead_s:
+        return None
+    return (f"event_time {event_time:.3f} is {lead:.0f} s ahead of its record's timestamp "
+            f"({record_ts_ms / 1000.0:.3f}; flow.max_event_lead_s = {max_lead_s:g}): producer clock or unit?")
+
+
 def _reason(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False, include_input=False):

@@ -137,6 +137,29 @@ def test_bad_input_goes_to_dead_letters_and_the_flow_finishes(flow_settings):
     assert heat and heat[-1].reads == 1 and heat[-1].writes == 1
 
 
+def test_an_event_far_ahead_of_its_record_timestamp_is_a_dead_letter(flow_settings):
+    # With flow.max_event_lead_s an event is judged against the timestamp Kafka stores with its record (here the
+    # producer's, T0 in 2030), not against the wall clock: a re-run decides the same.
+    settings = flow_settings.model_copy(deep=True)
+    settings.flow.max_event_lead_s = 3600.0
+    bucket = f"t-{uuid.uuid4().hex[:8]}"
+    prod = producer(settings)
+    stamp = int(T0 * 1000)
+    events = [access(bucket, "k", T0 + i) for i in range(3)] + [access(bucket, "k", T0 + 30 * 86400)]
+    for ev in events:
+        prod.produce(topics.ACCESS, ev.model_dump_json().encode(), key=topics.object_key(bucket, "k"), timestamp=stamp)
+    run = uuid.uuid4().hex
+    publish_end_markers(settings, topics.ACCESS, run, prod)
+
+    run_flow(settings, until_run=run)
+
+    letters = [d for d in read(settings, topics.DEAD_LETTERS, run, DeadLetter) if bucket in d.payload]
+    assert len(letters) == 1 and "ahead of its record's timestamp" in letters[0].reason, letters
+    assert json.loads(letters[0].payload)["event_time"] == T0 + 30 * 86400
+    heat = [h for h in read(settings, topics.HEAT, run, ObjectHeat) if h.bucket == bucket]
+    assert heat and heat[-1].reads == 3 and heat[-1].as_of < T0 + 86400
+
+
 def test_recovery_resumes_where_the_last_run_stopped(flow_settings):
     """Two bounded runs on one recovery store: the second sees only new records, state carries over."""
     bucket = f"t-{uuid.uuid4().hex[:8]}"

@@ -193,8 +193,8 @@ def test_an_event_time_in_milliseconds_is_a_dead_letter_and_leaves_the_shard_clo
     s = Settings()
     shard = ShardState(FlowParams.from_settings(s), make_predictor(s))
     raw = '{{"event_time": {t}, "bucket": "b", "key": "{k}", "op": "GET", "bytes": 1, "object_size": 2000000}}'
-    batch = [(i, raw.format(t=T0 + 60 * i, k=f"o{i % 5}").encode()) for i in range(20)]
-    batch.insert(10, (99, raw.format(t=int((T0 + 600) * 1000), k="o1").encode()))
+    batch = [(i, raw.format(t=T0 + 60 * i, k=f"o{i % 5}").encode(), None) for i in range(20)]
+    batch.insert(10, (99, raw.format(t=int((T0 + 600) * 1000), k="o1").encode(), None))
     out: list = []
     process_batch(shard, 0, batch, out)
     letters = [DeadLetter.model_validate_json(v) for topic, _, v in out if topic == topics.DEAD_LETTERS]
@@ -202,3 +202,27 @@ def test_an_event_time_in_milliseconds_is_a_dead_letter_and_leaves_the_shard_clo
     assert shard.clock == T0 + 60 * 19 and shard.events == 20
     assert all(Candidate.model_validate_json(v).as_of <= T0 + 60 * 19 for topic, _, v in out
                if topic == topics.CANDIDATES)
+
+
+def test_an_event_far_ahead_of_its_record_timestamp_is_a_dead_letter_when_the_guard_is_on():
+    # A plausible but wrong future time (a producer's clock a year ahead) would advance the shard clock and cool
+    # every object of the shard. With flow.max_event_lead_s it is judged against the record's own timestamp.
+    from flows.dataflow import process_batch
+    from flows.predict import make_predictor
+    from flows.shard import FlowParams, ShardState
+    from schemas import DeadLetter, topics
+
+    s = Settings()
+    raw = '{{"event_time": {t}, "bucket": "b", "key": "{k}", "op": "GET", "bytes": 1, "object_size": 2000}}'
+    stamp = int(T0 * 1000)  # the records were produced at T0
+    batch = [(i, raw.format(t=T0 + 60 * i, k=f"o{i % 3}").encode(), stamp + 60_000 * i) for i in range(10)]
+    batch.insert(5, (99, raw.format(t=T0 + 365 * 86400, k="o1").encode(), stamp + 300_000))
+    batch.insert(7, (98, raw.format(t=T0 + 10_000, k="o2").encode(), None))  # no timestamp: nothing to judge by
+    for lead, letters_expected, clock in ((3600.0, [99], T0 + 10_000), (None, [], T0 + 365 * 86400)):
+        shard = ShardState(FlowParams.from_settings(s), make_predictor(s))
+        out: list = []
+        process_batch(shard, 0, batch, out, max_lead_s=lead)
+        letters = [DeadLetter.model_validate_json(v) for topic, _, v in out if topic == topics.DEAD_LETTERS]
+        assert [d.offset for d in letters] == letters_expected
+        assert all("ahead of its record's timestamp" in d.reason for d in letters)
+        assert shard.clock == clock and shard.events == 12 - len(letters_expected)

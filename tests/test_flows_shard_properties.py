@@ -122,12 +122,12 @@ def test_micro_batch_boundaries_do_not_change_what_a_shard_emits(generated, size
     # The live flow feeds raw records in whatever batches a poll returns, invalid ones among them; the offline core
     # feeds events one by one. Both must emit the same records, and every invalid record becomes a dead letter.
     events = events_of(generated)
-    raws: list[tuple[int, bytes | None]] = []
+    raws: list[tuple[int, bytes | None, int | None]] = []
     for k, t, op, n, size in events:
         if len(raws) in bad_at:
-            raws.append((len(raws), b'{"op": "GET"}'))
+            raws.append((len(raws), b'{"op": "GET"}', None))
         raws.append((len(raws), AccessEvent(bucket="b", key=k.partition("/")[2], op=op, event_time=t, bytes=n,
-                                            object_size=size).model_dump_json().encode()))
+                                            object_size=size).model_dump_json().encode(), None))
     shard, records, start = fresh_shard(), [], 0
     for size in [*sizes, len(raws)]:
         process_batch(shard, 7, raws[start:start + size], records)
@@ -139,7 +139,7 @@ def test_micro_batch_boundaries_do_not_change_what_a_shard_emits(generated, size
     encode_outputs(reference, emitted, expected)
     assert [r for r in records if r[0] != topics.DEAD_LETTERS] == expected
     letters = [DeadLetter.model_validate_json(r[2]) for r in records if r[0] == topics.DEAD_LETTERS]
-    assert [(d.partition, d.offset) for d in letters] == [(7, i) for i, raw in raws if raw == b'{"op": "GET"}']
+    assert [(d.partition, d.offset) for d in letters] == [(7, i) for i, raw, _ in raws if raw == b'{"op": "GET"}']
     assert all(d.reason for d in letters) and shard.dead_letters == len(letters)
 
 
@@ -158,7 +158,7 @@ def test_any_valid_access_events_are_accounted_never_an_exception(events):
     # sizes up to the 1 PiB limit), the shard accounts them and emits records that serialise: a flow that stopped
     # on one would stop again on it after every restart.
     shard, records = fresh_shard(), []
-    process_batch(shard, 0, [(i, e.model_dump_json().encode()) for i, e in enumerate(events)], records)
+    process_batch(shard, 0, [(i, e.model_dump_json().encode(), None) for i, e in enumerate(events)], records)
     emitted: list = []
     shard.finish(emitted)
     encode_outputs(shard, emitted, records)
