@@ -124,12 +124,19 @@ def weed_command(settings: Settings) -> list[str]:
     st = settings.stack
     data = (st.data_dir / "seaweedfs").resolve()
     data.mkdir(parents=True, exist_ok=True)
+    # Logs to stderr only (the supervisor writes them to logs/seaweedfs.log): by default glog also writes files
+    # into /tmp that nothing removes, a set per start.
     cmd = [
-        str(weed_binary()), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        str(weed_binary()), "-logtostderr", "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-s3.port={st.s3_port}", "-s3.port.iceberg=0", "-s3.port.lance=0",
         "-master.telemetry=false", "-admin.ui=false",
     ]
     cmd += [f"-{name}={st.seaweed_port_base + off}" for name, off in _WEED_PORTS.items()]
+    # The S3 gateway's local socket, by default /tmp/seaweedfs-s3-<port>.sock and left there, goes with the data
+    # when its path fits a Unix socket address (108 bytes).
+    sock = data / "s3.sock"
+    if len(str(sock)) < 100:
+        cmd.append(f"-s3.localSocket={sock}")
     return cmd
 
 

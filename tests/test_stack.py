@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -24,10 +26,19 @@ def test_port_in_use_names_port_and_setting(tmp_path):
     assert stack.read_state(settings) is None  # nothing was started
 
 
+def _left_in_tmp(settings, weed_pid: int) -> list[str]:
+    """Files in the temp directory that this stack's SeaweedFS would leave there (its S3 socket, glog files)."""
+    tmp = Path(tempfile.gettempdir())
+    return sorted(p.name for p in tmp.iterdir()
+                  if p.name == f"seaweedfs-s3-{settings.stack.s3_port}.sock"
+                  or (p.name.startswith("weed.") and p.name.endswith(f".{weed_pid}")))
+
+
 def test_down_up_keeps_objects_topics_offsets_and_leaves_no_process(tmp_path):
     settings = scratch_settings(tmp_path)
     info = stack.up(settings)
     pids = [info["supervisor"]["pid"]] + [p["pid"] for p in info["processes"].values()]
+    weed_pid = info["processes"]["seaweedfs"]["pid"]
     try:
         from dim.config import s3_client
         from schemas import topics
@@ -48,6 +59,7 @@ def test_down_up_keeps_objects_topics_offsets_and_leaves_no_process(tmp_path):
         assert stack.down(settings)
         assert not any(stack._pid_alive(p) for p in pids)
         assert not stack.s3_healthy(settings)
+        assert _left_in_tmp(settings, weed_pid) == []
 
         stack.up(settings)
         body = s3_client(settings).get_object(Bucket=settings.s3.catalog_bucket, Key="probe")["Body"].read()
