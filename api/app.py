@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api import analytics, queries
 from api.deps import Config, Limit, Store, require_token
 from api.models import (
+    AuditPage,
     Costs,
     DeadLetterPage,
     Health,
@@ -29,7 +30,7 @@ from api.models import (
 )
 from api.store import AnalyticsStore, StoreError
 from dim.config import Settings
-from schemas import MoveState, topics
+from schemas import AuditRecord, MoveState, topics
 
 PROBLEM = "application/problem+json"
 MAX_HISTORY = 500
@@ -169,6 +170,22 @@ def create_app(settings: Settings, store: AnalyticsStore, ingest_stats=None) -> 
         items, nxt = queries.list_moves(store, status=status.value if status else None, plan_id=plan_id,
                                         bucket=bucket, key=None, cursor=cursor, limit=limit)
         return {"items": items, "next_cursor": nxt}
+
+    @app.get("/audits", response_model=AuditPage, dependencies=guarded)
+    def audits(
+        store: Store, limit: Limit,
+        ok: Annotated[bool | None, Query(description="only clean (true) or failed (false) audits")] = None,
+        cursor: Annotated[str | None, Query(max_length=4096)] = None,
+    ) -> dict:
+        items, nxt = queries.list_audits(store, ok=ok, cursor=cursor, limit=limit)
+        return {"items": items, "next_cursor": nxt}
+
+    @app.get("/audits/{audit_id}", response_model=AuditRecord, dependencies=guarded)
+    def audit(store: Store, audit_id: Annotated[str, Path(min_length=1, max_length=256)]) -> dict:
+        found = queries.get_audit(store, audit_id)
+        if found is None:
+            raise HTTPException(404, f"no audit {audit_id}")
+        return found
 
     @app.get("/dead-letters", response_model=DeadLetterPage, dependencies=guarded)
     def dead_letters(

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
-from schemas import DeadLetter, Move, MoveState, Placement, Replica
+from schemas import AuditRecord, DeadLetter, Move, MoveState, Placement, Replica
 
 
 class Problem(BaseModel):
@@ -173,3 +173,14 @@ class Sla(BaseModel):
 
 class DeadLetterPage(Page):
     items: list[DeadLetter]
+
+
+# An audit in a listing: the record without its findings (GET /audits/{audit_id} has them).
+AuditSummary = create_model(
+    "AuditSummary",
+    **{name: (f.annotation, f) for name, f in AuditRecord.model_fields.items() if name not in ("schema_version",
+                                                                                                "findings")})
+
+
+class AuditPage(Page):
+    items: list[AuditSummary]  # type: ignore[valid-type]

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from api.store import AnalyticsStore
+from schemas import AUDIT_INTEGRITY_KINDS
 from schemas import tables as t
 
 # A point lookup or a keyset page reads a few granules: more threads only add scheduling cost, and 20
@@ -365,6 +366,48 @@ def get_plan(store: AnalyticsStore, plan_id: str) -> dict | None:
     rows = store.query(f"SELECT {_PLAN_COLS} FROM {store.table(t.PLANS)} FINAL WHERE plan_id = {{p:String}}",
                        {"p": plan_id})
     return rows[0] if rows else None
+
+
+# --- audits ---------------------------------------------------------------------------------------------------
+_AUDIT_COLS = """audit_id, toFloat64(started_at) AS started_at, toFloat64(finished_at) AS finished_at, scope, grace_s,
+    verified_checksums, ok, entries, replicas, replica_bytes, stored_objects, unnamed_in_grace, orphan_bytes,
+    counts, findings_total"""
+
+
+def list_audits(store: AnalyticsStore, *, ok: bool | None, cursor: str | None,
+                limit: int) -> tuple[list[dict], str | None]:
+    """`dim audit` runs, newest first."""
+    where = ["1"]
+    params: dict[str, Any] = {"limit": limit + 1}
+    if ok is not None:
+        where.append("ok = {ok:Bool}")
+        params["ok"] = ok
+    if cursor:
+        c_at, c_id = decode_cursor(cursor, (float, str))
+        where.append("(toFloat64(started_at), audit_id) < ({c_at:Float64}, {c_id:String})")
+        params.update(c_at=c_at, c_id=c_id)
+    rows = store.query(
+        f"""SELECT {_AUDIT_COLS} FROM {store.table(t.AUDITS)} FINAL WHERE {' AND '.join(where)}
+            ORDER BY started_at DESC, audit_id DESC LIMIT {{limit:UInt32}}""", params)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor([rows[-1]["started_at"], rows[-1]["audit_id"]])
+    return rows, next_cursor
+
+
+def get_audit(store: AnalyticsStore, audit_id: str) -> dict | None:
+    """One audit with the findings its record carried (integrity findings first)."""
+    rows = store.query(f"SELECT {_AUDIT_COLS} FROM {store.table(t.AUDITS)} FINAL WHERE audit_id = {{a:String}}",
+                       {"a": audit_id})
+    if not rows:
+        return None
+    findings = store.query(
+        f"""SELECT kind, location, key, size, age_s, detail, upload_id
+            FROM {store.table(t.AUDIT_FINDINGS)} FINAL WHERE audit_id = {{a:String}}
+            ORDER BY kind NOT IN {{integrity:Array(String)}}, kind, location, key, upload_id""",
+        {"a": audit_id, "integrity": list(AUDIT_INTEGRITY_KINDS)})
+    return {**rows[0], "findings": findings}
 
 
 # --- dead letters ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from schemas import (
     MAX_EVENT_TIME,
     AccessEvent,
+    AuditRecord,
     Candidate,
     DeadLetter,
     Move,
@@ -36,6 +37,7 @@ MODEL_OF_TOPIC: dict[str, type[BaseModel]] = {
     topics.MOVE_EVENTS: MoveEvent,
     topics.PLACEMENTS: Placement,
     topics.DEAD_LETTERS: DeadLetter,
+    topics.AUDITS: AuditRecord,
 }
 
 MAX_PAYLOAD = 4096
@@ -48,7 +50,8 @@ UINT64 = (0, 2**64 - 1)
 SIGNED_COLUMNS = {"partition": (-(2**31), 2**31 - 1), "offset": (-(2**63), 2**63 - 1)}  # dead_letters
 NARROW_COLUMNS = {"_partition": (0, 2**16 - 1), "attempt": (0, 2**32 - 1)}
 # DateTime64(3) columns hold 1900..2299; our times are Unix seconds, not before 1970.
-TIME_COLUMNS = {"event_time", "as_of", "first_seen", "last_access", "created_at", "ts", "updated_at"}
+TIME_COLUMNS = {"event_time", "as_of", "first_seen", "last_access", "created_at", "ts", "updated_at", "started_at",
+                "finished_at"}
 MAX_TIME = MAX_EVENT_TIME  # 2299-12-31T23:59:59Z
 
 
@@ -109,6 +112,10 @@ def model_rows(record: BaseModel, coords: dict[str, int]) -> Rows:
         return {t.PLACEMENTS: [{**row, **coords}]}
     if isinstance(record, DeadLetter):
         return {t.DEAD_LETTERS: [{**d, "_topic": topics.DEAD_LETTERS, **coords}]}
+    if isinstance(record, AuditRecord):
+        findings = d.pop("findings")
+        head = {"audit_id": record.audit_id, "started_at": record.started_at}
+        return {t.AUDITS: [{**d, **coords}], t.AUDIT_FINDINGS: [{**head, **f, **coords} for f in findings]}
     raise TypeError(f"no table for {type(record).__name__}")
 
 

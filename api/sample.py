@@ -12,6 +12,8 @@ from dim import kafka
 from dim.config import Settings
 from schemas import (
     AccessEvent,
+    AuditFinding,
+    AuditRecord,
     Candidate,
     DeadLetter,
     Move,
@@ -47,6 +49,7 @@ class ApiDataset:
     bad_records: int = 0
     moved_key: str = KEYS[0]
     failed_key: str = KEYS[1]
+    audit_id: str = ""
 
 
 def build_records(bucket: str, plan_id: str, start: float,
@@ -130,10 +133,23 @@ def build_records(bucket: str, plan_id: str, start: float,
         out.append((topics.ACCESS, b"bad", v))
     out.append((topics.PLACEMENTS, b"bad", json.dumps({"bucket": bucket, "key": "k", "replicas": []}).encode()))
     ds.bad_records = len(bad_values) + 1
+    # An audit of the bucket that found one catalogued replica missing and one orphan.
+    ds.audit_id = f"audit-{bucket}"
+    findings = [AuditFinding(kind="missing", location=HOT[1], key=f"{bucket}/{KEYS[3]}", size=sizes[KEYS[3]],
+                             detail="catalogued, not stored"),
+                AuditFinding(kind="orphan", location=ARCHIVE[1], key=f"{bucket}/{KEYS[4]}", size=sizes[KEYS[4]],
+                             age_s=9 * 86400.0, detail="not named by its catalog entry")]
+    out.append((topics.AUDITS, ds.audit_id.encode(), AuditRecord(
+        audit_id=ds.audit_id, started_at=start + 7000, finished_at=start + 7002, scope=f"{bucket}/",
+        grace_s=7 * 86400.0, ok=False, entries=len(KEYS), replicas=2 * len(KEYS),
+        replica_bytes=2 * sum(sizes.values()), stored_objects=2 * len(KEYS), unnamed_in_grace=0,
+        orphan_bytes=sizes[KEYS[4]], counts={"missing": 1, "orphan": 1}, findings_total=2,
+        findings=findings).model_dump_json().encode()))
     ds.expected = {
         t.ACCESS_EVENTS: ds.gets + ds.puts, t.OBJECT_HEAT: 2 * len(KEYS), t.OBJECT_HEAT_LATEST: len(KEYS),
         t.CANDIDATES: len(KEYS), t.PLANS: 1, t.MOVES: 2, t.MOVE_EVENTS: len(steps) + 2,
         t.PLACEMENTS: len(KEYS), t.PLACEMENT_VERSIONS: len(KEYS) + 1, t.DEAD_LETTERS: ds.bad_records + 1,
+        t.AUDITS: 1, t.AUDIT_FINDINGS: 2,
     }
     return out, ds
 
@@ -165,6 +181,9 @@ def counts_for(store, ds: ApiDataset) -> dict[str, int]:
                                  {"b": ds.bucket})[0]["n"]
     out[t.PLANS] = store.query(f"SELECT count() AS n FROM {store.table(t.PLANS)} FINAL WHERE plan_id = {{p:String}}",
                                {"p": ds.plan_id})[0]["n"]
+    for table in (t.AUDITS, t.AUDIT_FINDINGS):
+        out[table] = store.query(f"SELECT count() AS n FROM {store.table(table)} FINAL WHERE audit_id = {{a:String}}",
+                                 {"a": ds.audit_id})[0]["n"]
     out[t.DEAD_LETTERS] = store.query(
         f"SELECT count() AS n FROM {store.table(t.DEAD_LETTERS)} FINAL WHERE position(payload, {{b:String}}) > 0",
         {"b": ds.bucket})[0]["n"]

@@ -91,10 +91,13 @@ def run_pipeline(
         for t in (topics.MOVE_EVENTS, topics.PLACEMENTS):
             publish_end_markers(settings, t, run_id)
     with stage("audit"):
-        from mover.reconcile import run_audit
+        from mover.reconcile import publish, run_audit
 
-        audit = run_audit(settings, bucket).as_dict(max_findings=10)
-        res.audit = {k: audit[k] for k in ("ok", "entries", "replicas", "replica_bytes", "counts", "findings")}
+        record = run_audit(settings, bucket).record(max_findings=10)
+        publish(settings, record)
+        publish_end_markers(settings, topics.AUDITS, run_id)
+        res.audit = record.model_dump(mode="json", include={"audit_id", "ok", "entries", "replicas", "replica_bytes",
+                                                            "counts", "findings"})
     with stage("ingest"), AnalyticsStore.open(settings) as store:
         store.migrate()
         res.ingest = dict(run_ingest(settings, store, until_run=run_id))

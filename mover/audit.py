@@ -24,14 +24,20 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from mover.catalog import replica_key
-from schemas import Placement
+from schemas import (
+    AUDIT_INFO_KINDS,
+    AUDIT_INTEGRITY_KINDS,
+    AUDIT_WASTE_KINDS,
+    MAX_AUDIT_FINDINGS,
+    AuditFinding,
+    AuditRecord,
+    Placement,
+)
 
-INTEGRITY = ("missing", "size_mismatch", "changed", "checksum_mismatch", "under_replicated")
-WASTE = ("orphan", "stale_upload")
-INFO = ("uncatalogued",)
+INTEGRITY, WASTE, INFO = AUDIT_INTEGRITY_KINDS, AUDIT_WASTE_KINDS, AUDIT_INFO_KINDS
 
 
 @dataclass(frozen=True)
@@ -53,17 +59,6 @@ class OpenUpload:
     initiated: float
 
 
-@dataclass(frozen=True)
-class Finding:
-    kind: str
-    location: str
-    key: str  # the replica key
-    size: int = 0
-    age_s: float = 0.0
-    detail: str = ""
-    upload_id: str = ""
-
-
 @dataclass
 class AuditReport:
     entries: int = 0
@@ -71,7 +66,14 @@ class AuditReport:
     replica_bytes: int = 0
     stored_objects: int = 0
     unnamed_in_grace: int = 0  # unnamed replicas younger than the grace period (moves in flight, seeding)
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[AuditFinding] = field(default_factory=list)
+    # What was audited and when (set by the adapter, carried into the record).
+    audit_id: str = ""
+    scope: str = ""
+    grace_s: float = 0.0
+    verified_checksums: bool = False
+    started_at: float = 0.0
+    finished_at: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -85,20 +87,15 @@ class AuditReport:
     def waste_bytes(self) -> int:
         return sum(f.size for f in self.findings if f.kind == "orphan")
 
-    def as_dict(self, max_findings: int = 100) -> dict:
-        return {
-            "ok": self.ok,
-            "entries": self.entries,
-            "replicas": self.replicas,
-            "replica_bytes": self.replica_bytes,
-            "stored_objects": self.stored_objects,
-            "unnamed_in_grace": self.unnamed_in_grace,
-            "orphan_bytes": self.waste_bytes(),
-            "counts": self.counts(),
-            # integrity findings first: they are the ones to read
-            "findings": [asdict(f) for f in sorted(self.findings, key=lambda f: (f.kind not in INTEGRITY, f.kind,
-                                                                                f.location, f.key))][:max_findings],
-        }
+    def record(self, max_findings: int = MAX_AUDIT_FINDINGS) -> AuditRecord:
+        """The report as its contract (the JSON `dim audit` prints and publishes): integrity findings first."""
+        ranked = sorted(self.findings, key=lambda f: (f.kind not in INTEGRITY, f.kind, f.location, f.key))
+        return AuditRecord(
+            audit_id=self.audit_id, started_at=self.started_at, finished_at=self.finished_at, scope=self.scope,
+            grace_s=self.grace_s, verified_checksums=self.verified_checksums, ok=self.ok, entries=self.entries,
+            replicas=self.replicas, replica_bytes=self.replica_bytes, stored_objects=self.stored_objects,
+            unnamed_in_grace=self.unnamed_in_grace, orphan_bytes=self.waste_bytes(), counts=self.counts(),
+            findings_total=len(self.findings), findings=ranked[:max_findings])
 
 
 def audit(entries: Iterable[Placement], stored: Mapping[str, Mapping[str, StoredReplica]], rf: int, now: float,
@@ -108,7 +105,7 @@ def audit(entries: Iterable[Placement], stored: Mapping[str, Mapping[str, Stored
     complete listing of the audited scope) at wall time `now`. Unnamed replicas are orphans once `grace_s` old,
     open uploads stale once `upload_grace_s` old (default `grace_s`). `digests[(location, replica key)]`: SHA-256
     read back from the store, for the replicas whose bytes were checked."""
-    report = AuditReport()
+    report = AuditReport(grace_s=grace_s, started_at=now)
     findings = report.findings
     named: set[tuple[str, str]] = set()
     catalogued: set[str] = set()
@@ -119,7 +116,7 @@ def audit(entries: Iterable[Placement], stored: Mapping[str, Mapping[str, Stored
         if entry.deleted:
             continue
         if len(entry.replicas) < rf:
-            findings.append(Finding("under_replicated", ",".join(entry.locations), rkey,
+            findings.append(AuditFinding(kind="under_replicated", location=",".join(entry.locations), key=rkey,
                                     detail=f"{len(entry.replicas)} replicas named, replication factor {rf}"))
         for r in entry.replicas:
             report.replicas += 1
@@ -127,16 +124,17 @@ def audit(entries: Iterable[Placement], stored: Mapping[str, Mapping[str, Stored
             named.add((r.location, rkey))
             got = stored.get(r.location, {}).get(rkey)
             if got is None:
-                findings.append(Finding("missing", r.location, rkey, r.size, detail="catalogued, not stored"))
+                findings.append(AuditFinding(kind="missing", location=r.location, key=rkey, size=r.size,
+                                        detail="catalogued, not stored"))
             elif got.size != r.size:
-                findings.append(Finding("size_mismatch", r.location, rkey, got.size,
+                findings.append(AuditFinding(kind="size_mismatch", location=r.location, key=rkey, size=got.size,
                                         detail=f"stored {got.size} bytes, catalogued {r.size}"))
             elif r.etag and got.etag != r.etag:
-                findings.append(Finding("changed", r.location, rkey, got.size,
+                findings.append(AuditFinding(kind="changed", location=r.location, key=rkey, size=got.size,
                                         detail=f"stored ETag {got.etag}, catalogued {r.etag}"))
             elif digests is not None and (r.location, rkey) in digests and r.sha256 \
                     and digests[(r.location, rkey)] != r.sha256:
-                findings.append(Finding("checksum_mismatch", r.location, rkey, got.size,
+                findings.append(AuditFinding(kind="checksum_mismatch", location=r.location, key=rkey, size=got.size,
                                         detail=f"stored sha256 {digests[(r.location, rkey)]}, catalogued {r.sha256}"))
     for location, listing in stored.items():
         for rkey, got in listing.items():
@@ -145,21 +143,23 @@ def audit(entries: Iterable[Placement], stored: Mapping[str, Mapping[str, Stored
                 continue
             age = max(0.0, now - got.last_modified)
             if rkey not in catalogued:
-                findings.append(Finding("uncatalogued", location, rkey, got.size, age, "no catalog entry"))
+                findings.append(AuditFinding(kind="uncatalogued", location=location, key=rkey, size=got.size, age_s=age,
+                                        detail="no catalog entry"))
             elif age < grace_s:
                 report.unnamed_in_grace += 1
             else:
-                findings.append(Finding("orphan", location, rkey, got.size, age, "not named by its catalog entry"))
+                findings.append(AuditFinding(kind="orphan", location=location, key=rkey, size=got.size, age_s=age,
+                                        detail="not named by its catalog entry"))
     upload_grace_s = grace_s if upload_grace_s is None else upload_grace_s
     for up in uploads:
         age = max(0.0, now - up.initiated)
         if age >= upload_grace_s:
-            findings.append(Finding("stale_upload", up.location, up.key, 0, age, "multipart upload left open",
-                                    up.upload_id))
+            findings.append(AuditFinding(kind="stale_upload", location=up.location, key=up.key, age_s=age,
+                                    detail="multipart upload left open", upload_id=up.upload_id))
     return report
 
 
-def repairs(report: AuditReport) -> list[Finding]:
+def repairs(report: AuditReport) -> list[AuditFinding]:
     """What a repair may remove: orphans and stale uploads (both older than the grace period by construction).
     Never a named replica, never an uncatalogued object."""
     return [f for f in report.findings if f.kind in WASTE]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from confluent_kafka import KafkaException
 
 
 def _settings():
@@ -59,8 +60,13 @@ def move_cmd(until_run: str | None, plan_file: Path | None, idle_timeout: float 
 @click.option("--grace-s", type=float, default=None,
               help="Unnamed replicas and open uploads younger than this are left alone "
                    "(default: mover.audit_grace_s for replicas, mover.stale_upload_s for uploads).")
-def audit_cmd(bucket: str | None, prefix: str, verify_checksums: bool, repair: bool, grace_s: float | None):
-    """Check the stores against the placement catalog; prints a JSON report, exits 2 on an integrity finding."""
+@click.option("--publish/--no-publish", default=True,
+              help="Publish the report to the audits topic (analytics, API, Grafana).")
+def audit_cmd(bucket: str | None, prefix: str, verify_checksums: bool, repair: bool, grace_s: float | None,
+              publish: bool):
+    """Check the stores against the placement catalog; prints the AuditRecord as JSON (plus what a repair did),
+    exits 2 on an integrity finding."""
+    from mover.reconcile import publish as publish_record
     from mover.reconcile import repair as repair_waste
     from mover.reconcile import run_audit
 
@@ -71,10 +77,16 @@ def audit_cmd(bucket: str | None, prefix: str, verify_checksums: bool, repair: b
         report = run_audit(settings, bucket, prefix, verify_checksums, grace_s)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    out = report.as_dict()
+    record = report.record()
+    out = record.model_dump(mode="json")
     if repair:
         out["repair"] = repair_waste(settings, report, grace_s)
     click.echo(json.dumps(out))
+    if publish:
+        try:
+            publish_record(settings, record)
+        except (RuntimeError, KafkaException) as exc:
+            click.echo(f"warning: the report was not published: {exc}", err=True)
     if not report.ok:
         sys.exit(2)
 

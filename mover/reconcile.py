@@ -9,6 +9,7 @@ adding this very location - is not deleted. It never deletes a named replica or 
 from __future__ import annotations
 
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from dim.config import Settings
@@ -16,7 +17,7 @@ from mover.audit import INTEGRITY, AuditReport, OpenUpload, StoredReplica, audit
 from mover.catalog import PlacementCatalog
 from mover.executor import resilient_catalog
 from mover.s3ops import MoveError, ReplicaStore, SourceChanged
-from schemas import Placement
+from schemas import AuditRecord, Placement
 
 READ_WORKERS = 16
 
@@ -74,7 +75,20 @@ def run_audit(settings: Settings, bucket: str | None = None, prefix: str = "", v
     report = audit(entries, stored, rf, started, grace, uploads,
                    upload_grace_s=m.stale_upload_s if grace_s is None else grace_s, digests=digests)
     _confirm(report, store, catalog, rf, grace, verify_checksums)
+    report.audit_id = f"audit-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(started))}-{uuid.uuid4().hex[:8]}"
+    report.scope, report.verified_checksums, report.finished_at = scope, verify_checksums, time.time()
     return report
+
+
+def publish(settings: Settings, record: AuditRecord) -> None:
+    """The audit's record to the audits topic (analytics, the API, Grafana)."""
+    from dim.kafka import produce, producer
+    from schemas import topics
+
+    prod = producer(settings)
+    produce(prod, topics.AUDITS, record.model_dump_json().encode(), record.audit_id.encode())
+    if prod.flush(10):
+        raise RuntimeError(f"the audit record was not delivered to {topics.AUDITS}")
 
 
 def _confirm(report: AuditReport, store: ReplicaStore, catalog: PlacementCatalog, rf: int, grace: float,

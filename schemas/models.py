@@ -217,6 +217,50 @@ class DeadLetter(_Contract):
     payload: str = Field(description="the raw record, truncated to 4 KiB, decoded as UTF-8 with replacement")
 
 
+# `dim audit` (mover/audit.py): what a check of the stores against the placement catalog can find.
+# integrity: the mover's guarantee is broken (the catalog names a replica that is not there as catalogued, or an
+# object has fewer than RF replicas); waste: storage paid for nothing; information: not ours to judge.
+AUDIT_INTEGRITY_KINDS = ("missing", "size_mismatch", "changed", "checksum_mismatch", "under_replicated")
+AUDIT_WASTE_KINDS = ("orphan", "stale_upload")
+AUDIT_INFO_KINDS = ("uncatalogued",)
+AuditKind = Literal["missing", "size_mismatch", "changed", "checksum_mismatch", "under_replicated", "orphan",
+                    "stale_upload", "uncatalogued"]
+MAX_AUDIT_FINDINGS = 1000  # findings carried by one AuditRecord (integrity first); the counts are complete
+
+
+class AuditFinding(_Contract):
+    kind: AuditKind
+    location: str = Field(description="catalogue location id; for under_replicated, the named locations")
+    key: str = Field(description="the replica key, '<bucket>/<key>'")
+    size: int = Field(default=0, ge=0, le=MAX_OBJECT_SIZE)
+    age_s: float = Field(default=0.0, ge=0, description="since the stored object was last modified")
+    detail: str = ""
+    upload_id: str = ""
+
+
+class AuditRecord(_Contract):
+    """One run of `dim audit`: every location's bucket checked against the placement catalog."""
+
+    schema_version: Literal[1] = 1
+    audit_id: str
+    started_at: float
+    finished_at: float
+    scope: str = Field(description="'<bucket>/<prefix>' audited; '' = every object")
+    grace_s: float = Field(ge=0, description="unnamed replicas younger than this are not orphans")
+    verified_checksums: bool = False
+    ok: bool = Field(description="no integrity finding")
+    entries: int = Field(ge=0)
+    replicas: int = Field(ge=0)
+    replica_bytes: int = Field(ge=0)
+    stored_objects: int = Field(ge=0)
+    unnamed_in_grace: int = Field(ge=0)
+    orphan_bytes: int = Field(ge=0)
+    counts: dict[AuditKind, int] = Field(description="findings per kind (complete)")
+    findings_total: int = Field(ge=0)
+    findings: list[AuditFinding] = Field(default_factory=list, max_length=MAX_AUDIT_FINDINGS,
+                                         description="integrity findings first")
+
+
 ALL_MODELS: dict[str, type[BaseModel]] = {
     "AccessEvent": AccessEvent,
     "ObjectHeat": ObjectHeat,
@@ -227,4 +271,6 @@ ALL_MODELS: dict[str, type[BaseModel]] = {
     "PlacementPlan": PlacementPlan,
     "MoveEvent": MoveEvent,
     "DeadLetter": DeadLetter,
+    "AuditFinding": AuditFinding,
+    "AuditRecord": AuditRecord,
 }

@@ -24,6 +24,8 @@ MOVES = "moves"
 MOVE_EVENTS = "move_events"
 PLACEMENTS = "placements"
 DEAD_LETTERS = "dead_letters"
+AUDITS = "audits"  # one row per `dim audit` run (migration 5)
+AUDIT_FINDINGS = "audit_findings"  # the findings an audit record carries, one row each
 # Derived.
 PLACEMENT_VERSIONS = "placement_versions"  # every catalog version of every object (history)
 OBJECT_HEAT_LATEST = "object_heat_latest"  # the newest heat snapshot per object
@@ -50,6 +52,7 @@ TABLE_OF_TOPIC: dict[str, str] = {
     topics.MOVE_EVENTS: MOVE_EVENTS,
     topics.PLACEMENTS: PLACEMENTS,
     topics.DEAD_LETTERS: DEAD_LETTERS,
+    topics.AUDITS: AUDITS,
 }
 
 _KAFKA_COLS = "_partition UInt16, _offset UInt64, _ingested_at DateTime DEFAULT now()"
@@ -274,6 +277,30 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             *[f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.{OBJECT_PAGE}_{kind}_mv
                    TO {{db}}.{OBJECT_PAGE} AS {select}""" for kind, select in _PAGE_SOURCES],
             *[f"INSERT INTO {{db}}.{OBJECT_PAGE} ({_PAGE_COLS}) {select}" for _, select in _PAGE_SOURCES],
+        ],
+    ),
+    (
+        5,
+        "audits and audit_findings: `dim audit` runs (the stores checked against the placement catalog)",
+        # One row per audit with the complete counts per kind; its findings (at most MAX_AUDIT_FINDINGS per
+        # record, integrity first) one row each. A redelivered record replaces itself (same audit_id; same
+        # audit_id + finding). Kept two years, like the other operational history.
+        [
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.{AUDITS} (
+                audit_id String, started_at DateTime64(3), finished_at DateTime64(3), scope String,
+                grace_s Float64, verified_checksums Bool, ok Bool, entries UInt64, replicas UInt64,
+                replica_bytes UInt64, stored_objects UInt64, unnamed_in_grace UInt64, orphan_bytes UInt64,
+                counts Map(LowCardinality(String), UInt64), findings_total UInt64, {_KAFKA_COLS}
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY audit_id
+            TTL _ingested_at + INTERVAL 730 DAY""",
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.{AUDIT_FINDINGS} (
+                audit_id String, started_at DateTime64(3), kind LowCardinality(String),
+                location LowCardinality(String), key String, size UInt64, age_s Float64, detail String,
+                upload_id String, {_KAFKA_COLS}
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (audit_id, kind, location, key, upload_id)
+            TTL _ingested_at + INTERVAL 730 DAY""",
         ],
     ),
 ]

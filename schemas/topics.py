@@ -10,8 +10,9 @@ MOVES = "dim.moves.v1"  # Move, one record per move, key = "<bucket>/<key>" (mov
 MOVE_EVENTS = "dim.move-events.v1"  # MoveEvent, key = "<bucket>/<key>"
 PLACEMENTS = "dim.placements.v1"  # Placement after each committed change, key = "<bucket>/<key>"
 DEAD_LETTERS = "dim.dead-letters.v1"  # DeadLetter, key = source topic
+AUDITS = "dim.audits.v1"  # AuditRecord, key = audit_id
 
-ALL_TOPICS = (ACCESS, CANDIDATES, HEAT, PLANS, MOVES, MOVE_EVENTS, PLACEMENTS, DEAD_LETTERS)
+ALL_TOPICS = (ACCESS, CANDIDATES, HEAT, PLANS, MOVES, MOVE_EVENTS, PLACEMENTS, DEAD_LETTERS, AUDITS)
 
 
 def object_key(bucket: str, key: str) -> bytes:

@@ -132,6 +132,21 @@ def test_dead_letters_page(client, populated):
     assert all(d["reason"] for d in mine)
 
 
+def test_audits_list_and_detail(client, populated):
+    _, _, ds = populated
+    listed = {a["audit_id"]: a for a in client.get("/audits", params={"limit": 1000}).json()["items"]}
+    mine = listed[ds.audit_id]
+    assert mine["ok"] is False and mine["counts"] == {"missing": 1, "orphan": 1} and "findings" not in mine
+    assert mine["scope"] == f"{ds.bucket}/" and mine["findings_total"] == 2
+    assert ds.audit_id not in {a["audit_id"] for a in client.get("/audits", params={"ok": True}).json()["items"]}
+    page = client.get("/audits", params={"limit": 1})
+    assert page.status_code == 200 and len(page.json()["items"]) == 1
+    detail = client.get(f"/audits/{ds.audit_id}").json()
+    assert [f["kind"] for f in detail["findings"]] == ["missing", "orphan"]  # integrity findings first
+    assert detail["findings"][0]["key"] == f"{ds.bucket}/{ds.keys[3]}" and detail["started_at"] == ds.start + 7000
+    assert client.get("/audits/no-such-audit").status_code == 404
+
+
 def test_costs_savings_sla(client, populated):
     _, _, ds = populated
     r = client.get("/costs", params={"group_by": "tier"})
@@ -200,6 +215,7 @@ def test_sql_injection_in_every_string_parameter(client, populated):
         "/moves": ["plan_id", "bucket", "cursor"],
         "/plans": ["cursor"],
         "/dead-letters": ["cursor", "source_topic"],
+        "/audits": ["cursor"],
         "/costs": ["group_by", "from_day", "to_day"],
         "/sla": ["from_ts", "to_ts"],
     }
@@ -213,7 +229,8 @@ def test_sql_injection_in_every_string_parameter(client, populated):
     for payload in INJECTIONS:
         for url in (f"/objects/{urllib.parse.quote(payload, safe='')}/x",
                     f"/objects/{ds.bucket}/{urllib.parse.quote(payload, safe='')}",
-                    f"/plans/{urllib.parse.quote(payload, safe='')}"):
+                    f"/plans/{urllib.parse.quote(payload, safe='')}",
+                    f"/audits/{urllib.parse.quote(payload, safe='')}"):
             r = client.get(url)
             assert r.status_code in (404, 422), (url, r.status_code, r.text)
     # Nothing was dropped or altered.

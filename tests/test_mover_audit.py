@@ -11,12 +11,13 @@ import uuid
 
 import pytest
 
+from dim import kafka
 from mover.audit import INTEGRITY, OpenUpload, StoredReplica, audit, repairs
 from mover.catalog import PlacementCatalog, replica_key
 from mover.objects import seed_objects
 from mover.reconcile import repair, run_audit
 from mover.s3ops import ReplicaStore, SourceChanged
-from schemas import Placement, Replica
+from schemas import AuditRecord, Placement, Replica, topics
 
 A, B, C = "aws:us-east-1:standard", "gcp:us-east1:standard", "azure:eastus:hot"
 NOW = 1_800_000_000.0
@@ -95,9 +96,12 @@ def test_repairs_never_include_named_or_uncatalogued_objects():
     assert sorted((f.kind, f.location, f.key, f.upload_id) for f in todo) == [
         ("orphan", C, "b/k", ""), ("stale_upload", C, "b/k", "u-old")]
     assert all(f.kind not in INTEGRITY for f in todo)
-    summary = report.as_dict()
-    assert summary["ok"] is False and summary["findings"][0]["kind"] == "missing"  # integrity findings first
-    assert summary["counts"]["orphan"] == 1 and summary["orphan_bytes"] == 10
+    record = report.record()
+    assert record.ok is False and record.findings[0].kind == "missing"  # integrity findings first
+    assert record.counts["orphan"] == 1 and record.orphan_bytes == 10 and record.findings_total == 4
+    assert record.started_at == NOW and record.grace_s == DAY
+    assert [f.kind for f in report.record(max_findings=1).findings] == ["missing"]
+    assert AuditRecord.model_validate_json(record.model_dump_json()) == record  # the contract round-trips
 
 
 # ------------------------------------------------------------------------------------------------ real stores
@@ -117,7 +121,7 @@ def test_audit_and_repair_on_the_real_stores(stack_settings):
     o = [f"{run}/o{i}" for i in range(6)]
 
     clean = run_audit(stack_settings, "audit", f"{run}/", verify_checksums=True, grace_s=0.0)
-    assert clean.ok and clean.findings == [], clean.as_dict()
+    assert clean.ok and clean.findings == [], clean.record()
     assert (clean.entries, clean.replicas, clean.stored_objects) == (6, 12, 12)
 
     store.delete(A, rk[o[1]])  # a replica lost behind the catalog's back
@@ -134,7 +138,7 @@ def test_audit_and_repair_on_the_real_stores(stack_settings):
     assert _kinds(report) == sorted([
         ("missing", A, rk[o[1]]), ("changed", B, rk[o[2]]), ("checksum_mismatch", A, rk[o[3]]),
         ("checksum_mismatch", B, rk[o[3]]), ("orphan", C, rk[o[4]]), ("uncatalogued", C, f"audit/{run}/stray"),
-        ("stale_upload", C, rk[o[5]])]), report.as_dict()
+        ("stale_upload", C, rk[o[5]])]), report.record()
     # With the default grace period nothing is old enough to be waste yet: in flight, as far as the audit knows.
     patient = run_audit(stack_settings, "audit", f"{run}/")
     assert {f.kind for f in patient.findings} == {"missing", "changed", "uncatalogued"}
@@ -191,6 +195,12 @@ def test_cli_exits_2_on_an_integrity_finding(stack_settings):
     assert bad.returncode == 2, bad.stderr[-2000:]
     out = json.loads(bad.stdout)
     assert out["ok"] is False and out["counts"]["missing"] == 1 and out["findings"][0]["location"] == B
+    # Both reports were published for analytics, as printed.
+    kafka.publish_end_markers(stack_settings, topics.AUDITS, run)
+    published = {r.audit_id: r for r in (AuditRecord.model_validate_json(m.value()) for m in
+                                         kafka.iter_records(stack_settings, topics.AUDITS, f"t-{run}", run))}
+    assert published[out["audit_id"]] == AuditRecord.model_validate(out)
+    assert published[json.loads(ok.stdout)["audit_id"]].ok
     usage = subprocess.run([*cmd[:4], "--prefix", "x/"], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert usage.returncode == 1 and "a prefix needs a bucket" in usage.stderr
 

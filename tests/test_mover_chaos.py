@@ -169,4 +169,4 @@ def test_chaos_moves_survive_faults_and_two_sigkills(stack_settings, tmp_path):
         assert not store.open_uploads(loc, prefix=f"chaos/{run}/"), loc
     # The operators' check says the same (`dim audit`): every location, nothing unnamed, no upload, RF everywhere.
     report = run_audit(stack_settings, "chaos", f"{run}/", grace_s=0.0)
-    assert report.ok and report.findings == [] and report.entries == N_MOVES, report.as_dict()
+    assert report.ok and report.findings == [] and report.entries == N_MOVES, report.record()

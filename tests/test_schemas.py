@@ -9,8 +9,13 @@ from pydantic import ValidationError
 
 from schemas import (
     ALL_MODELS,
+    AUDIT_INFO_KINDS,
+    AUDIT_INTEGRITY_KINDS,
+    AUDIT_WASTE_KINDS,
     MAX_OBJECT_SIZE,
     AccessEvent,
+    AuditFinding,
+    AuditRecord,
     Candidate,
     DeadLetter,
     Move,
@@ -41,7 +46,23 @@ SAMPLES = {
                                    objective_usd=1.5, moves=[]),
     "MoveEvent": MoveEvent(move_id="m1", plan_id="p1", bucket="b", key="k", state=MoveState.VERIFIED, ts=1.0),
     "DeadLetter": DeadLetter(ts=1.0, source_topic=topics.ACCESS, reason="bad json", payload="{"),
+    "AuditFinding": AuditFinding(kind="orphan", location="aws:us-east-1:standard", key="b/k", size=5, age_s=9.0),
+    "AuditRecord": AuditRecord(audit_id="a1", started_at=1.0, finished_at=2.0, scope="b/", grace_s=60.0, ok=True,
+                               entries=1, replicas=2, replica_bytes=10, stored_objects=3, unnamed_in_grace=0,
+                               orphan_bytes=5, counts={"orphan": 1}, findings_total=1,
+                               findings=[AuditFinding(kind="orphan", location="aws:us-east-1:standard", key="b/k",
+                                                      size=5)]),
 }
+
+
+def test_audit_kinds_are_the_contracts_literal():
+    from typing import get_args
+
+    from schemas.models import AuditKind
+
+    assert set(get_args(AuditKind)) == {*AUDIT_INTEGRITY_KINDS, *AUDIT_WASTE_KINDS, *AUDIT_INFO_KINDS}
+    with pytest.raises(ValidationError):
+        AuditFinding(kind="lost", location="x", key="k")
 
 
 def test_every_model_has_a_sample():
