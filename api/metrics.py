@@ -33,6 +33,22 @@ def _consumer_lag(settings: Settings, positions: dict[tuple[str, int], int]) -> 
         cons.close()
 
 
+def _last_audit(store: AnalyticsStore, reg: CollectorRegistry) -> None:
+    """The newest `dim audit` run: alert on dim_audit_ok == 0 (a catalogued replica missing or changed)."""
+    last = store.query(
+        f"""SELECT toFloat64(started_at) AS started_at, ok, {t.AUDIT_INTEGRITY_SUM} AS integrity, orphan_bytes
+            FROM {store.table(t.AUDITS)} FINAL ORDER BY started_at DESC, audit_id DESC LIMIT 1""")
+    if not last:
+        return
+    a = last[0]
+    Gauge("dim_audit_ok", "1 if the newest audit found no integrity problem", registry=reg).set(int(a["ok"]))
+    Gauge("dim_audit_integrity_findings", "Integrity findings of the newest audit", registry=reg).set(a["integrity"])
+    Gauge("dim_audit_orphan_bytes", "Bytes in orphaned replicas at the newest audit", registry=reg).set(
+        a["orphan_bytes"])
+    Gauge("dim_audit_age_seconds", "Seconds since the newest audit started", registry=reg).set(
+        time.time() - a["started_at"])
+
+
 def exposition(store: AnalyticsStore, settings: Settings, stats) -> tuple[bytes, str]:
     reg = CollectorRegistry()
     rows = Gauge("dim_store_rows", "Rows per analytics table (deduplicated)", ["table"], registry=reg)
@@ -57,6 +73,7 @@ def exposition(store: AnalyticsStore, settings: Settings, stats) -> tuple[bytes,
         for r in states:
             moves.labels(r["state"]).set(r["n"])
         failures.set(sum(r["n"] for r in states if r["state"] in ("failed", "rolled_back")))
+        _last_audit(store, reg)
         up.set(1)
     except StoreError:
         up.set(0)

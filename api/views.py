@@ -79,6 +79,11 @@ GROUP BY time, location ORDER BY time"""),
     View("Dead letters by source topic", "timeseries", 0, f"""SELECT $__timeInterval(_ingested_at) AS time, source_topic, count() AS records
 FROM ${{database}}.{t.DEAD_LETTERS} FINAL WHERE $__timeFilter(_ingested_at)
 GROUP BY time, source_topic ORDER BY time"""),
+    # `dim audit` runs: integrity findings (a catalogued replica missing or changed, fewer than RF) should stay
+    # at 0; orphans are storage paid for nothing until `dim audit --repair`.
+    View("Audits: integrity findings and orphans", "timeseries", 0, f"""SELECT $__timeInterval(started_at) AS time, sum({t.AUDIT_INTEGRITY_SUM}) AS integrity_findings, sum(counts['orphan']) AS orphans, sum(counts['stale_upload']) AS stale_uploads
+FROM ${{database}}.{t.AUDITS} FINAL WHERE $__timeFilter(started_at)
+GROUP BY time ORDER BY time"""),
 ]
 
 

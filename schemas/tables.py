@@ -14,6 +14,7 @@ Migrations are append-only: never edit a released one, add the next version.
 from __future__ import annotations
 
 from schemas import topics
+from schemas.models import AUDIT_INTEGRITY_KINDS
 
 # Fed from topics (raw, deduplicated on the Kafka coordinates).
 ACCESS_EVENTS = "access_events"
@@ -26,6 +27,8 @@ PLACEMENTS = "placements"
 DEAD_LETTERS = "dead_letters"
 AUDITS = "audits"  # one row per `dim audit` run (migration 5)
 AUDIT_FINDINGS = "audit_findings"  # the findings an audit record carries, one row each
+# SQL over an audits row: its integrity findings (the kinds that mean the mover's guarantee is broken).
+AUDIT_INTEGRITY_SUM = " + ".join(f"counts['{kind}']" for kind in AUDIT_INTEGRITY_KINDS)
 # Derived.
 PLACEMENT_VERSIONS = "placement_versions"  # every catalog version of every object (history)
 OBJECT_HEAT_LATEST = "object_heat_latest"  # the newest heat snapshot per object

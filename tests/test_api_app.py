@@ -173,6 +173,9 @@ def test_metrics_exposition(client):
     r = client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert 'dim_store_rows{table="access_events"}' in r.text and "dim_moves{" in r.text
+    # the newest audit (the sample's: one catalogued replica missing, one orphan of 5 MB)
+    assert "dim_audit_ok 0.0" in r.text and "dim_audit_integrity_findings 1.0" in r.text
+    assert "dim_audit_orphan_bytes 5e+06" in r.text
 
 
 def test_only_get_is_allowed(client):

@@ -103,6 +103,10 @@ def test_api_shows_the_new_placement(stack_settings, pipeline):
         assert locations == sorted(mv["to_locations"])
         assert client.get("/moves").status_code == 200
         assert client.get("/plans").json()
+        # The demo's audit reached the analytics store: clean, every catalogued replica accounted for.
+        audit = client.get(f"/audits/{pipeline.summary['audit']['audit_id']}")
+        assert audit.status_code == 200, audit.text
+        assert audit.json()["ok"] and audit.json()["entries"] == pipeline.summary["objects"]
 
 
 def test_bad_input_became_dead_letters(stack_settings, pipeline):
