@@ -62,17 +62,38 @@ def move_cmd(until_run: str | None, plan_file: Path | None, idle_timeout: float 
                    "(default: mover.audit_grace_s for replicas, mover.stale_upload_s for uploads).")
 @click.option("--publish/--no-publish", default=True,
               help="Publish the report to the audits topic (analytics, API, Grafana).")
+@click.option("--every-s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Run again this many seconds after each audit started, until stopped (a deployment's auditor).")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="With --every-s: stop after this many audits.")
 def audit_cmd(bucket: str | None, prefix: str, verify_checksums: bool, repair: bool, grace_s: float | None,
-              publish: bool):
+              publish: bool, every_s: float | None, count: int | None):
     """Check the stores against the placement catalog; prints the AuditRecord as JSON (plus what a repair did),
-    exits 2 on an integrity finding."""
-    from mover.reconcile import publish as publish_record
-    from mover.reconcile import repair as repair_waste
-    from mover.reconcile import run_audit
+    exits 2 on an integrity finding (a single run; with --every-s the findings go to the audits topic)."""
+    import time
 
     settings = _settings()
     if grace_s is not None and grace_s < 0:
         raise click.BadParameter("must be >= 0", param_hint="--grace-s")
+    runs = 0
+    while True:
+        started = time.monotonic()
+        ok = _audit_once(settings, bucket, prefix, verify_checksums, repair, grace_s, publish)
+        runs += 1
+        if every_s is None:
+            if not ok:
+                sys.exit(2)
+            return
+        if count is not None and runs >= count:
+            return
+        time.sleep(max(0.0, every_s - (time.monotonic() - started)))
+
+
+def _audit_once(settings, bucket: str | None, prefix: str, verify_checksums: bool, repair: bool,
+                grace_s: float | None, publish: bool) -> bool:
+    from mover.reconcile import publish as publish_record
+    from mover.reconcile import repair as repair_waste
+    from mover.reconcile import run_audit
+
     try:
         report = run_audit(settings, bucket, prefix, verify_checksums, grace_s)
     except ValueError as exc:
@@ -87,8 +108,7 @@ def audit_cmd(bucket: str | None, prefix: str, verify_checksums: bool, repair: b
             publish_record(settings, record)
         except (RuntimeError, KafkaException) as exc:
             click.echo(f"warning: the report was not published: {exc}", err=True)
-    if not report.ok:
-        sys.exit(2)
+    return report.ok
 
 
 @click.command("chaos")

@@ -16,7 +16,7 @@ COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
 
 def test_services_of_the_server_stack():
-    assert {"redpanda", "clickhouse", "minio", "grafana", "flow", "solver", "mover", "api", "provision"} <= set(
+    assert {"redpanda", "clickhouse", "minio", "grafana", "flow", "solver", "mover", "api", "provision", "auditor"} <= set(
         COMPOSE["services"]
     )
 

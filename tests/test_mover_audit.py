@@ -201,6 +201,12 @@ def test_cli_exits_2_on_an_integrity_finding(stack_settings):
                                          kafka.iter_records(stack_settings, topics.AUDITS, f"t-{run}", run))}
     assert published[out["audit_id"]] == AuditRecord.model_validate(out)
     assert published[json.loads(ok.stdout)["audit_id"]].ok
+    # As a deployment's auditor: runs on a schedule, never exits on a finding, every report published.
+    every = subprocess.run([*cmd, "--every-s", "0.2", "--count", "2"], env=env, capture_output=True, text=True,
+                           timeout=120, check=False)
+    assert every.returncode == 0, every.stderr[-2000:]
+    runs = [json.loads(line) for line in every.stdout.splitlines()]
+    assert [r["counts"]["missing"] for r in runs] == [1, 1] and len({r["audit_id"] for r in runs}) == 2
     usage = subprocess.run([*cmd[:4], "--prefix", "x/"], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert usage.returncode == 1 and "a prefix needs a bucket" in usage.stderr
 
