@@ -71,13 +71,21 @@ def audit_cmd(bucket: str | None, prefix: str, verify_checksums: bool, repair: b
     exits 2 on an integrity finding (a single run; with --every-s the findings go to the audits topic)."""
     import time
 
+    from mover.s3ops import MoveError
+
     settings = _settings()
     if grace_s is not None and grace_s < 0:
         raise click.BadParameter("must be >= 0", param_hint="--grace-s")
     runs = 0
     while True:
         started = time.monotonic()
-        ok = _audit_once(settings, bucket, prefix, verify_checksums, repair, grace_s, publish)
+        try:
+            ok = _audit_once(settings, bucket, prefix, verify_checksums, repair, grace_s, publish)
+        except MoveError as exc:  # a store or the catalog would not answer
+            if every_s is None:
+                raise click.ClickException(f"the audit could not finish: {exc.reason}") from exc
+            click.echo(f"warning: the audit could not finish, trying again later: {exc.reason}", err=True)
+            ok = False
         runs += 1
         if every_s is None:
             if not ok:

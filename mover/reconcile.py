@@ -129,8 +129,7 @@ def repair(settings: Settings, report: AuditReport, grace_s: float | None = None
     for f in repairs(report):
         try:
             if f.kind == "stale_upload":
-                store.abort_upload(f.location, f.key, f.upload_id)
-                done["uploads_aborted"] += 1
+                done["uploads_aborted" if store.abort_upload(f.location, f.key, f.upload_id) else "errors"] += 1
                 continue
             bucket, _, key = f.key.partition("/")
             got = catalog.get(bucket, key)

@@ -515,13 +515,16 @@ class ReplicaStore:
             return
         self.stats["orphan_uploads_aborted"] += n
 
-    def abort_upload(self, location: str, key: str, upload_id: str) -> None:
+    def abort_upload(self, location: str, key: str, upload_id: str) -> bool:
+        """Abort one multipart upload; False (logged) if the store would not: the next sweep finds it again."""
         bucket = self.bucket(location)
         try:
             self.call(self.endpoint(location), f"ABORT-MPU {bucket}/{key}", lambda c: c.abort_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload_id))
-        except MoveError as exc:  # recovery's sweep will find it again
+        except MoveError as exc:
             log.warning("could not abort upload %s of %s/%s: %s", upload_id, bucket, key, exc.reason)
+            return False
+        return True
 
     def open_uploads(self, location: str, prefix: str = "") -> list[dict]:
         bucket = self.bucket(location)

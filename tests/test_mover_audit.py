@@ -235,3 +235,11 @@ def test_a_move_committing_during_the_audit_is_not_reported_missing(stack_settin
 
     _confirm(report, store, catalog, 2, DAY, verify_checksums=False)
     assert _kinds(report) == [("missing", B, k1)]
+
+
+def test_an_unreachable_store_is_a_clear_error_not_a_traceback(stack_settings):
+    env = {**os.environ, **stack_settings.to_env(), "DIM_S3__ENDPOINT": "http://127.0.0.1:9",
+           "DIM_MOVER__MAX_ATTEMPTS": "1"}
+    r = subprocess.run([sys.executable, "-m", "dim.cli", "audit", "--bucket", "audit", "--no-publish"], env=env,
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 1 and "the audit could not finish" in r.stderr and "Traceback" not in r.stderr, r.stderr
