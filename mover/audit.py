@@ -23,7 +23,7 @@ A replica younger than the grace period is never called an orphan: it may be a c
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 from mover.catalog import replica_key
@@ -35,12 +35,13 @@ from schemas import (
     AuditFinding,
     AuditRecord,
     Placement,
+    Replica,
 )
 
 INTEGRITY, WASTE, INFO = AUDIT_INTEGRITY_KINDS, AUDIT_WASTE_KINDS, AUDIT_INFO_KINDS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredReplica:
     """One object as listed in a location's bucket."""
 
@@ -51,7 +52,7 @@ class StoredReplica:
     last_modified: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OpenUpload:
     location: str
     key: str
@@ -98,65 +99,74 @@ class AuditReport:
             findings_total=len(self.findings), findings=ranked[:max_findings])
 
 
-def audit(entries: Iterable[Placement], stored: Mapping[str, Mapping[str, StoredReplica]], rf: int, now: float,
-          grace_s: float, uploads: Iterable[OpenUpload] = (), upload_grace_s: float | None = None,
+def audit(entries: Iterable[Placement], stored: MutableMapping[str, dict[str, StoredReplica]], rf: int,
+          now: float, grace_s: float, uploads: Iterable[OpenUpload] = (), upload_grace_s: float | None = None,
           digests: Mapping[tuple[str, str], str] | None = None) -> AuditReport:
     """Compare the catalog `entries` with what every location stores (`stored[location][replica key]`, the
     complete listing of the audited scope) at wall time `now`. Unnamed replicas are orphans once `grace_s` old,
     open uploads stale once `upload_grace_s` old (default `grace_s`). `digests[(location, replica key)]`: SHA-256
-    read back from the store, for the replicas whose bytes were checked."""
+    read back from the store, for the replicas whose bytes were checked (looked up when the entry comes).
+
+    One pass over `entries`, none of them kept: every stored replica an entry accounts for (named, or an orphan of
+    it) is taken out of `stored`, so memory is the listings', and what is left at the end has no entry."""
     report = AuditReport(grace_s=grace_s, started_at=now)
+    report.stored_objects = sum(len(listing) for listing in stored.values())
     findings = report.findings
-    named: set[tuple[str, str]] = set()
-    catalogued: set[str] = set()
     for entry in entries:
         report.entries += 1
         rkey = replica_key(entry.bucket, entry.key)
-        catalogued.add(rkey)
-        if entry.deleted:
-            continue
-        if len(entry.replicas) < rf:
+        replicas = [] if entry.deleted else entry.replicas
+        if not entry.deleted and len(replicas) < rf:
             findings.append(AuditFinding(kind="under_replicated", location=",".join(entry.locations), key=rkey,
-                                    detail=f"{len(entry.replicas)} replicas named, replication factor {rf}"))
-        for r in entry.replicas:
+                                         detail=f"{len(replicas)} replicas named, replication factor {rf}"))
+        for r in replicas:
             report.replicas += 1
             report.replica_bytes += r.size
-            named.add((r.location, rkey))
-            got = stored.get(r.location, {}).get(rkey)
+            got = stored.get(r.location, {}).pop(rkey, None)
+            problem = _replica_problem(r, rkey, got, digests)
+            if problem is not None:
+                findings.append(problem)
+        named = {r.location for r in replicas}
+        for location, listing in stored.items():  # stored where the entry does not name it
+            got = listing.pop(rkey, None) if location not in named else None
             if got is None:
-                findings.append(AuditFinding(kind="missing", location=r.location, key=rkey, size=r.size,
-                                        detail="catalogued, not stored"))
-            elif got.size != r.size:
-                findings.append(AuditFinding(kind="size_mismatch", location=r.location, key=rkey, size=got.size,
-                                        detail=f"stored {got.size} bytes, catalogued {r.size}"))
-            elif r.etag and got.etag != r.etag:
-                findings.append(AuditFinding(kind="changed", location=r.location, key=rkey, size=got.size,
-                                        detail=f"stored ETag {got.etag}, catalogued {r.etag}"))
-            elif digests is not None and (r.location, rkey) in digests and r.sha256 \
-                    and digests[(r.location, rkey)] != r.sha256:
-                findings.append(AuditFinding(kind="checksum_mismatch", location=r.location, key=rkey, size=got.size,
-                                        detail=f"stored sha256 {digests[(r.location, rkey)]}, catalogued {r.sha256}"))
-    for location, listing in stored.items():
-        for rkey, got in listing.items():
-            report.stored_objects += 1
-            if (location, rkey) in named:
                 continue
             age = max(0.0, now - got.last_modified)
-            if rkey not in catalogued:
-                findings.append(AuditFinding(kind="uncatalogued", location=location, key=rkey, size=got.size, age_s=age,
-                                        detail="no catalog entry"))
-            elif age < grace_s:
+            if age < grace_s:
                 report.unnamed_in_grace += 1
             else:
                 findings.append(AuditFinding(kind="orphan", location=location, key=rkey, size=got.size, age_s=age,
-                                        detail="not named by its catalog entry"))
+                                             detail="not named by its catalog entry"))
+    for location, listing in stored.items():
+        for rkey, got in listing.items():
+            findings.append(AuditFinding(kind="uncatalogued", location=location, key=rkey, size=got.size,
+                                         age_s=max(0.0, now - got.last_modified), detail="no catalog entry"))
     upload_grace_s = grace_s if upload_grace_s is None else upload_grace_s
     for up in uploads:
         age = max(0.0, now - up.initiated)
         if age >= upload_grace_s:
             findings.append(AuditFinding(kind="stale_upload", location=up.location, key=up.key, age_s=age,
-                                    detail="multipart upload left open", upload_id=up.upload_id))
+                                         detail="multipart upload left open", upload_id=up.upload_id))
     return report
+
+
+def _replica_problem(r: Replica, rkey: str, got: StoredReplica | None,
+                     digests: Mapping[tuple[str, str], str] | None) -> AuditFinding | None:
+    """What is wrong with the catalogued replica `r`, stored as `got` (None: not stored), if anything."""
+    if got is None:
+        return AuditFinding(kind="missing", location=r.location, key=rkey, size=r.size,
+                            detail="catalogued, not stored")
+    if got.size != r.size:
+        return AuditFinding(kind="size_mismatch", location=r.location, key=rkey, size=got.size,
+                            detail=f"stored {got.size} bytes, catalogued {r.size}")
+    if r.etag and got.etag != r.etag:
+        return AuditFinding(kind="changed", location=r.location, key=rkey, size=got.size,
+                            detail=f"stored ETag {got.etag}, catalogued {r.etag}")
+    digest = digests.get((r.location, rkey)) if digests is not None else None
+    if digest is not None and r.sha256 and digest != r.sha256:
+        return AuditFinding(kind="checksum_mismatch", location=r.location, key=rkey, size=got.size,
+                            detail=f"stored sha256 {digest}, catalogued {r.sha256}")
+    return None
 
 
 def repairs(report: AuditReport) -> list[AuditFinding]:

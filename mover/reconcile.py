@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from dim.config import Settings
@@ -32,24 +33,37 @@ def _scope(bucket: str | None, prefix: str) -> str:
     return f"{bucket}/{prefix}"
 
 
-def _entries(catalog: PlacementCatalog, scope: str) -> list[Placement]:
+def _ordered(pool: ThreadPoolExecutor, fn, items, window: int):
+    """`pool.map(fn, items)` with at most `window` results in flight: Executor.map submits every item at once."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _entries(store: ReplicaStore, catalog: PlacementCatalog, scope: str,
+             stored: dict[str, dict[str, StoredReplica]], digests: dict[tuple[str, str], str] | None):
+    """Every catalog entry of the scope, read in parallel and yielded in listing order, none kept. With
+    `digests`, the SHA-256 of each of its replicas stored at the catalogued size is read back first."""
     def get(rkey: str) -> Placement | None:
         bucket, _, key = rkey.partition("/")
         got = catalog.get(bucket, key)
-        return got[0] if got else None  # deleted between the listing and the read
+        if got is None:  # deleted between the listing and the read
+            return None
+        if digests is not None and not got[0].deleted:
+            for r in got[0].replicas:
+                s = stored.get(r.location, {}).get(rkey)  # read only: audit() takes this key out after us
+                if s is not None and s.size == r.size:
+                    digests[(r.location, rkey)] = store.read_sha256(r.location, rkey, s.size)
+        return got[0]
 
     with ThreadPoolExecutor(READ_WORKERS) as pool:
-        return [p for p in pool.map(get, catalog.keys(scope)) if p is not None]
-
-
-def _digests(store: ReplicaStore, entries: list[Placement],
-             stored: dict[str, dict[str, StoredReplica]]) -> dict[tuple[str, str], str]:
-    """SHA-256 of every named replica that is stored at its catalogued size, read back in full."""
-    todo = [(r.location, got.key, got.size) for p in entries if not p.deleted for r in p.replicas
-            if (got := stored.get(r.location, {}).get(f"{p.bucket}/{p.key}")) is not None and got.size == r.size]
-    with ThreadPoolExecutor(4) as pool:
-        sums = pool.map(lambda t: store.read_sha256(*t), todo)
-        return {(loc, key): digest for (loc, key, _), digest in zip(todo, sums)}
+        for entry in _ordered(pool, get, catalog.keys(scope), 4 * READ_WORKERS):
+            if entry is not None:
+                yield entry
 
 
 def run_audit(settings: Settings, bucket: str | None = None, prefix: str = "", verify_checksums: bool = False,
@@ -67,8 +81,8 @@ def run_audit(settings: Settings, bucket: str | None = None, prefix: str = "", v
                           for key, size, etag, modified in store.list_replicas(loc.id, scope)}
         uploads += [OpenUpload(loc.id, u["Key"], u["UploadId"], u["Initiated"].timestamp())
                     for u in store.open_uploads(loc.id, prefix=scope)]
-    entries = _entries(catalog, scope)
-    digests = _digests(store, entries, stored) if verify_checksums else None
+    digests: dict[tuple[str, str], str] | None = {} if verify_checksums else None
+    entries = _entries(store, catalog, scope, stored, digests)
     m = settings.mover
     grace = m.audit_grace_s if grace_s is None else grace_s
     rf = settings.solver.replication_factor
@@ -109,11 +123,14 @@ def _confirm(report: AuditReport, store: ReplicaStore, catalog: PlacementCatalog
             continue
         entry = got[0]
         stored: dict[str, dict[str, StoredReplica]] = {}
+        digests: dict[tuple[str, str], str] | None = {} if verify_checksums else None
         for r in entry.replicas:
             info = store.head(r.location, rkey) if r.location in known else None
-            if info is not None:
-                stored[r.location] = {rkey: StoredReplica(r.location, rkey, info.size, info.etag, info.last_modified)}
-        digests = _digests(store, [entry], stored) if verify_checksums else None
+            if info is None:
+                continue
+            stored[r.location] = {rkey: StoredReplica(r.location, rkey, info.size, info.etag, info.last_modified)}
+            if digests is not None and info.size == r.size:
+                digests[(r.location, rkey)] = store.read_sha256(r.location, rkey, info.size)
         again = audit([entry], stored, rf, time.time(), grace, digests=digests)
         confirmed += [f for f in again.findings if f.kind in INTEGRITY]
     report.findings[:] = [f for f in report.findings if f.kind not in INTEGRITY] + confirmed
