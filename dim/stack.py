@@ -162,6 +162,13 @@ def s3_healthy(settings: Settings) -> bool:
 def kafka_healthy(settings: Settings, timeout: float = 2.0) -> bool:
     from confluent_kafka.admin import AdminClient
 
+    # A client started before the broker listens logs "Connection refused" to stderr, once per retry: ask the
+    # port first (the bootstrap's first host), then the broker.
+    host, _, port = settings.kafka.bootstrap.split(",")[0].rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=min(timeout, 1.0)).close()
+    except (OSError, ValueError):
+        return False
     try:
         md = AdminClient({"bootstrap.servers": settings.kafka.bootstrap}).list_topics(timeout=timeout)
         return bool(md.brokers)

@@ -34,6 +34,14 @@ def _left_in_tmp(settings, weed_pid: int) -> list[str]:
                   or (p.name.startswith("weed.") and p.name.endswith(f".{weed_pid}")))
 
 
+def test_waiting_for_the_broker_is_quiet(tmp_path, capfd):
+    # `dim up` polls the broker while Tansu starts: a Kafka client started before its port listens logs
+    # "Connection refused" on every retry (the first lines a user of `make demo` saw). The port is asked first.
+    settings = scratch_settings(tmp_path)
+    assert not stack.kafka_healthy(settings, timeout=1.0)
+    assert "Connection refused" not in capfd.readouterr().err
+
+
 def test_down_up_keeps_objects_topics_offsets_and_leaves_no_process(tmp_path):
     settings = scratch_settings(tmp_path)
     info = stack.up(settings)
