@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from typing import Any
 
 from api.store import AnalyticsStore
@@ -24,6 +25,15 @@ class BadCursor(ValueError):
 
 def encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def keyset_page(rows: list[dict], limit: int, cursor_of: Callable[[dict], list[Any]]) -> tuple[list[dict], str | None]:
+    """The page out of `rows` read with LIMIT limit + 1: its first `limit` rows and, if there was one more, the
+    cursor of the next page (`cursor_of` the page's last row)."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(cursor_of(rows[-1]))
 
 
 def decode_cursor(cursor: str, shape: tuple[type, ...]) -> list[Any]:
@@ -103,13 +113,8 @@ def list_objects(store: AnalyticsStore, *, bucket: str | None, prefix: str | Non
         f"""SELECT bucket, key, version, size, locations, toFloat64(updated_at) AS updated_at, {sv} AS sort_value
             FROM {store.table(t.PLACEMENTS)} FINAL WHERE {' AND '.join(where)}
             ORDER BY {order} LIMIT {{limit:UInt32}}""", params)
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        next_cursor = encode_cursor(
-            [last["bucket"], last["key"]] if sort_expr is None else [last["sort_value"], last["bucket"], last["key"]]
-        )
+    rows, next_cursor = keyset_page(rows, limit, lambda last: [last["bucket"], last["key"]] if sort_expr is None
+                                    else [last["sort_value"], last["bucket"], last["key"]])
     heat = _latest_heat(store, rows, contiguous=sort_expr is None)
     for r in rows:
         r.pop("sort_value", None)
@@ -178,11 +183,7 @@ def _page_in_key_order(store: AnalyticsStore, bucket: str | None, prefix: str | 
                 break
         if len(items) > limit or not full:
             break
-    next_cursor = None
-    if len(items) > limit:
-        items = items[:limit]
-        next_cursor = encode_cursor([items[-1]["bucket"], items[-1]["key"]])
-    return items, next_cursor
+    return keyset_page(items, limit, lambda last: [last["bucket"], last["key"]])
 
 
 def _latest_heat(store: AnalyticsStore, rows: list[dict], contiguous: bool) -> dict[tuple[str, str], dict]:
@@ -328,10 +329,7 @@ def list_moves(store: AnalyticsStore, *, status: str | None, plan_id: str | None
                                       expected_saving_usd, transition_cost_usd, reason, expected_version
                                FROM {store.table(t.MOVES)} FINAL WHERE {" AND ".join(where)}
                                ORDER BY move_id LIMIT {{limit:UInt32}}""", params)
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor([rows[-1]["move_id"]])
+    rows, next_cursor = keyset_page(rows, limit, lambda last: [last["move_id"]])
     if status is None and rows:
         latest = {r["move_id"]: r for r in _latest_events(store, [r["move_id"] for r in rows])}
         for r in rows:
@@ -355,11 +353,7 @@ def list_plans(store: AnalyticsStore, *, cursor: str | None, limit: int) -> tupl
     rows = store.query(
         f"""SELECT {_PLAN_COLS} FROM {store.table(t.PLANS)} FINAL WHERE {where}
             ORDER BY created_at DESC, plan_id DESC LIMIT {{limit:UInt32}}""", params)
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor([rows[-1]["created_at"], rows[-1]["plan_id"]])
-    return rows, next_cursor
+    return keyset_page(rows, limit, lambda last: [last["created_at"], last["plan_id"]])
 
 
 def get_plan(store: AnalyticsStore, plan_id: str) -> dict | None:
@@ -389,11 +383,7 @@ def list_audits(store: AnalyticsStore, *, ok: bool | None, cursor: str | None,
     rows = store.query(
         f"""SELECT {_AUDIT_COLS} FROM {store.table(t.AUDITS)} FINAL WHERE {' AND '.join(where)}
             ORDER BY started_at DESC, audit_id DESC LIMIT {{limit:UInt32}}""", params)
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor([rows[-1]["started_at"], rows[-1]["audit_id"]])
-    return rows, next_cursor
+    return keyset_page(rows, limit, lambda last: [last["started_at"], last["audit_id"]])
 
 
 def get_audit(store: AnalyticsStore, audit_id: str) -> dict | None:
@@ -427,11 +417,7 @@ def list_dead_letters(store: AnalyticsStore, *, source_topic: str | None, cursor
                    _topic AS t, _partition AS p, _offset AS o
             FROM {store.table(t.DEAD_LETTERS)} FINAL WHERE {' AND '.join(where)}
             ORDER BY _topic, _partition, _offset LIMIT {{limit:UInt32}}""", params)
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        next_cursor = encode_cursor([last["t"], last["p"], last["o"]])
+    rows, next_cursor = keyset_page(rows, limit, lambda last: [last["t"], last["p"], last["o"]])
     for r in rows:
         del r["t"], r["p"], r["o"]
     return rows, next_cursor
