@@ -10,6 +10,8 @@ import sys
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dim import kafka
 from mover.audit import INTEGRITY, OpenUpload, StoredReplica, audit, repairs
@@ -102,6 +104,55 @@ def test_repairs_never_include_named_or_uncatalogued_objects():
     assert record.started_at == NOW and record.grace_s == DAY
     assert [f.kind for f in report.record(max_findings=1).findings] == ["missing"]
     assert AuditRecord.model_validate_json(record.model_dump_json()) == record  # the contract round-trips
+
+
+LOCS = (A, B, C)
+
+
+@st.composite
+def estates(draw):
+    """Random catalog entries and listings over a few keys and locations: every way a replica can be right,
+    missing, resized, rewritten, young or old, named or not, catalogued or not."""
+    keys = [f"k{i}" for i in range(draw(st.integers(0, 6)))]
+    entries, stored = [], {loc: {} for loc in LOCS}
+    for k in keys:
+        if draw(st.booleans()):
+            named = draw(st.lists(st.sampled_from(LOCS), unique=True, max_size=3))
+            entries.append(_entry(k, named, deleted=draw(st.booleans()) and draw(st.booleans())))
+        for loc in LOCS:
+            if draw(st.booleans()):
+                size = draw(st.sampled_from([10, 9]))
+                etag = draw(st.sampled_from(["e", "other"]))
+                age = draw(st.sampled_from([10.0, 30 * DAY]))
+                stored[loc][f"b/{k}"] = StoredReplica(loc, f"b/{k}", size, etag, NOW - age)
+    return entries, stored
+
+
+@settings(max_examples=300, deadline=None)
+@given(estates())
+def test_every_stored_replica_is_accounted_once_and_repairs_never_touch_a_named_one(estate):
+    entries, stored = estate
+    listed = {(loc, k): s for loc, listing in stored.items() for k, s in listing.items()}
+    named = {(r.location, f"b/{e.key}") for e in entries if not e.deleted for r in e.replicas}
+    catalogued = {f"b/{e.key}" for e in entries}
+    report = audit(entries, {loc: dict(listing) for loc, listing in stored.items()}, 2, NOW, DAY)
+    by_kind: dict[str, set] = {}
+    for f in report.findings:
+        by_kind.setdefault(f.kind, set()).add((f.location, f.key))
+    # what is named and not stored is missing; what is named and stored differently is resized or rewritten
+    assert by_kind.get("missing", set()) == named - set(listed)
+    assert by_kind.get("size_mismatch", set()) == {n for n in named & set(listed) if listed[n].size != 10}
+    assert by_kind.get("changed", set()) == {n for n in named & set(listed) if listed[n].size == 10
+                                             and listed[n].etag != "e"}
+    # every stored replica nobody names: uncatalogued, orphan (old) or in grace (young), exactly once
+    unnamed = set(listed) - named
+    assert by_kind.get("uncatalogued", set()) == {u for u in unnamed if u[1] not in catalogued}
+    old = {u for u in unnamed if u[1] in catalogued and NOW - listed[u].last_modified >= DAY}
+    assert by_kind.get("orphan", set()) == old
+    assert report.unnamed_in_grace == len(unnamed) - len(old) - len(by_kind.get("uncatalogued", set()))
+    assert report.stored_objects == len(listed) and report.entries == len(entries)
+    assert not {(f.location, f.key) for f in repairs(report)} & named
+    assert report.ok == (not any(by_kind.get(k) for k in INTEGRITY))
 
 
 # ------------------------------------------------------------------------------------------------ real stores
