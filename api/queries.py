@@ -364,8 +364,8 @@ def get_plan(store: AnalyticsStore, plan_id: str) -> dict | None:
 
 # --- audits ---------------------------------------------------------------------------------------------------
 _AUDIT_COLS = """audit_id, toFloat64(started_at) AS started_at, toFloat64(finished_at) AS finished_at, scope, grace_s,
-    verified_checksums, ok, entries, replicas, replica_bytes, stored_objects, unnamed_in_grace, orphan_bytes,
-    counts, findings_total"""
+    verified_checksums, archive_replicas_unread, ok, entries, replicas, replica_bytes, stored_objects,
+    unnamed_in_grace, orphan_bytes, counts, findings_total"""
 
 
 def list_audits(store: AnalyticsStore, *, ok: bool | None, cursor: str | None,

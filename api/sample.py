@@ -141,7 +141,7 @@ def build_records(bucket: str, plan_id: str, start: float,
                              age_s=9 * 86400.0, detail="not named by its catalog entry")]
     out.append((topics.AUDITS, ds.audit_id.encode(), AuditRecord(
         audit_id=ds.audit_id, started_at=start + 7000, finished_at=start + 7002, scope=f"{bucket}/",
-        grace_s=7 * 86400.0, ok=False, entries=len(KEYS), replicas=2 * len(KEYS),
+        grace_s=7 * 86400.0, verified_checksums=True, archive_replicas_unread=1, ok=False, entries=len(KEYS), replicas=2 * len(KEYS),
         replica_bytes=2 * sum(sizes.values()), stored_objects=2 * len(KEYS), unnamed_in_grace=0,
         orphan_bytes=sizes[KEYS[4]], counts={"missing": 1, "orphan": 1}, findings_total=2,
         findings=findings).model_dump_json().encode()))

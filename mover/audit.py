@@ -73,6 +73,7 @@ class AuditReport:
     scope: str = ""
     grace_s: float = 0.0
     verified_checksums: bool = False
+    archive_replicas_unread: int = 0  # with checksums verified: archive replicas not read back (need a restore)
     started_at: float = 0.0
     finished_at: float = 0.0
 
@@ -93,7 +94,8 @@ class AuditReport:
         ranked = sorted(self.findings, key=lambda f: (f.kind not in INTEGRITY, f.kind, f.location, f.key))
         return AuditRecord(
             audit_id=self.audit_id, started_at=self.started_at, finished_at=self.finished_at, scope=self.scope,
-            grace_s=self.grace_s, verified_checksums=self.verified_checksums, ok=self.ok, entries=self.entries,
+            grace_s=self.grace_s, verified_checksums=self.verified_checksums,
+            archive_replicas_unread=self.archive_replicas_unread, ok=self.ok, entries=self.entries,
             replicas=self.replicas, replica_bytes=self.replica_bytes, stored_objects=self.stored_objects,
             unnamed_in_grace=self.unnamed_in_grace, orphan_bytes=self.waste_bytes(), counts=self.counts(),
             findings_total=len(self.findings), findings=ranked[:max_findings])

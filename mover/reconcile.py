@@ -8,10 +8,12 @@ adding this very location - is not deleted. It never deletes a named replica or 
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from dim.config import Settings
 from mover.audit import INTEGRITY, AuditReport, OpenUpload, StoredReplica, audit, repairs
@@ -44,20 +46,38 @@ def _ordered(pool: ThreadPoolExecutor, fn, items, window: int):
         yield pending.popleft().result()
 
 
-def _entries(store: ReplicaStore, catalog: PlacementCatalog, scope: str,
-             stored: dict[str, dict[str, StoredReplica]], digests: dict[tuple[str, str], str] | None):
+@dataclass
+class _ReadBack:
+    """Replicas read back for their SHA-256 (--verify-checksums), by several workers at once. An archive replica
+    is not read - that needs a restore, billed and hours long - but counted."""
+
+    store: ReplicaStore
+    digests: dict[tuple[str, str], str] = field(default_factory=dict)
+    archive_unread: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def read(self, location: str, rkey: str, size: int) -> None:
+        if self.store.is_archive(location):
+            with self._lock:
+                self.archive_unread += 1
+            return
+        self.digests[(location, rkey)] = self.store.read_sha256(location, rkey, size)
+
+
+def _entries(catalog: PlacementCatalog, scope: str, stored: dict[str, dict[str, StoredReplica]],
+             read_back: _ReadBack | None):
     """Every catalog entry of the scope, read in parallel and yielded in listing order, none kept. With
-    `digests`, the SHA-256 of each of its replicas stored at the catalogued size is read back first."""
+    `read_back`, each of its replicas stored at the catalogued size is read back first."""
     def get(rkey: str) -> Placement | None:
         bucket, _, key = rkey.partition("/")
         got = catalog.get(bucket, key)
         if got is None:  # deleted between the listing and the read
             return None
-        if digests is not None and not got[0].deleted:
+        if read_back is not None and not got[0].deleted:
             for r in got[0].replicas:
                 s = stored.get(r.location, {}).get(rkey)  # read only: audit() takes this key out after us
                 if s is not None and s.size == r.size:
-                    digests[(r.location, rkey)] = store.read_sha256(r.location, rkey, s.size)
+                    read_back.read(r.location, rkey, s.size)
         return got[0]
 
     with ThreadPoolExecutor(READ_WORKERS) as pool:
@@ -81,8 +101,9 @@ def run_audit(settings: Settings, bucket: str | None = None, prefix: str = "", v
                           for key, size, etag, modified in store.list_replicas(loc.id, scope)}
         uploads += [OpenUpload(loc.id, u["Key"], u["UploadId"], u["Initiated"].timestamp())
                     for u in store.open_uploads(loc.id, prefix=scope)]
-    digests: dict[tuple[str, str], str] | None = {} if verify_checksums else None
-    entries = _entries(store, catalog, scope, stored, digests)
+    read_back = _ReadBack(store) if verify_checksums else None
+    entries = _entries(catalog, scope, stored, read_back)
+    digests = read_back.digests if read_back is not None else None
     m = settings.mover
     grace = m.audit_grace_s if grace_s is None else grace_s
     rf = settings.solver.replication_factor
@@ -91,6 +112,7 @@ def run_audit(settings: Settings, bucket: str | None = None, prefix: str = "", v
     _confirm(report, store, catalog, rf, grace, verify_checksums)
     report.audit_id = f"audit-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(started))}-{uuid.uuid4().hex[:8]}"
     report.scope, report.verified_checksums, report.finished_at = scope, verify_checksums, time.time()
+    report.archive_replicas_unread = read_back.archive_unread if read_back is not None else 0
     return report
 
 
@@ -123,15 +145,16 @@ def _confirm(report: AuditReport, store: ReplicaStore, catalog: PlacementCatalog
             continue
         entry = got[0]
         stored: dict[str, dict[str, StoredReplica]] = {}
-        digests: dict[tuple[str, str], str] | None = {} if verify_checksums else None
+        read_back = _ReadBack(store) if verify_checksums else None
         for r in entry.replicas:
             info = store.head(r.location, rkey) if r.location in known else None
             if info is None:
                 continue
             stored[r.location] = {rkey: StoredReplica(r.location, rkey, info.size, info.etag, info.last_modified)}
-            if digests is not None and info.size == r.size:
-                digests[(r.location, rkey)] = store.read_sha256(r.location, rkey, info.size)
-        again = audit([entry], stored, rf, time.time(), grace, digests=digests)
+            if read_back is not None and info.size == r.size:
+                read_back.read(r.location, rkey, info.size)
+        again = audit([entry], stored, rf, time.time(), grace,
+                      digests=read_back.digests if read_back is not None else None)
         confirmed += [f for f in again.findings if f.kind in INTEGRITY]
     report.findings[:] = [f for f in report.findings if f.kind not in INTEGRITY] + confirmed
 

@@ -248,6 +248,8 @@ class AuditRecord(_Contract):
     scope: str = Field(description="'<bucket>/<prefix>' audited; '' = every object")
     grace_s: float = Field(ge=0, description="unnamed replicas younger than this are not orphans")
     verified_checksums: bool = False
+    archive_replicas_unread: int = Field(default=0, ge=0, description="with verified_checksums: archive replicas "
+                                         "not read back (that needs a restore); size and ETag still checked")
     ok: bool = Field(description="no integrity finding")
     entries: int = Field(ge=0)
     replicas: int = Field(ge=0)

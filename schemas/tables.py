@@ -306,6 +306,13 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             TTL _ingested_at + INTERVAL 730 DAY""",
         ],
     ),
+    (
+        6,
+        "audits.archive_replicas_unread",
+        # With checksums verified, archive replicas are not read back (a restore each): their count.
+        [f"""ALTER TABLE {{db}}.{AUDITS}
+             ADD COLUMN IF NOT EXISTS archive_replicas_unread UInt64 DEFAULT 0 AFTER verified_checksums"""],
+    ),
 ]
 
 

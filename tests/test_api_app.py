@@ -138,6 +138,7 @@ def test_audits_list_and_detail(client, populated):
     mine = listed[ds.audit_id]
     assert mine["ok"] is False and mine["counts"] == {"missing": 1, "orphan": 1} and "findings" not in mine
     assert mine["scope"] == f"{ds.bucket}/" and mine["findings_total"] == 2
+    assert mine["verified_checksums"] is True and mine["archive_replicas_unread"] == 1  # migration 6
     assert ds.audit_id not in {a["audit_id"] for a in client.get("/audits", params={"ok": True}).json()["items"]}
     page = client.get("/audits", params={"limit": 1})
     assert page.status_code == 200 and len(page.json()["items"]) == 1
@@ -169,13 +170,26 @@ def test_costs_savings_sla(client, populated):
     assert sla["violating_reads"] >= 4 and sla["total_reads"] >= ds.gets
 
 
-def test_metrics_exposition(client):
+def test_metrics_exposition(client, populated):
     r = client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert 'dim_store_rows{table="access_events"}' in r.text and "dim_moves{" in r.text
-    # the newest audit (the sample's: one catalogued replica missing, one orphan of 5 MB)
-    assert "dim_audit_ok 0.0" in r.text and "dim_audit_integrity_findings 1.0" in r.text
-    assert "dim_audit_orphan_bytes 5e+06" in r.text
+    # The newest audit drives the dim_audit_* gauges: store one newer than any (other tests publish real ones).
+    import time
+
+    from api.rows import model_rows
+    from schemas import AuditRecord
+
+    _, store, _ = populated
+    newest = AuditRecord(audit_id=f"newest-{uuid.uuid4().hex[:6]}", started_at=time.time() + 3600,
+                         finished_at=time.time() + 3601, scope="", grace_s=0.0, ok=False, entries=3, replicas=6,
+                         replica_bytes=60, stored_objects=7, unnamed_in_grace=0, orphan_bytes=7_000_000,
+                         counts={"missing": 2, "changed": 1, "orphan": 1}, findings_total=4)
+    for table, rows in model_rows(newest, {"_partition": 0, "_offset": 0}).items():
+        store.insert(table, rows)
+    text = client.get("/metrics").text
+    assert "dim_audit_ok 0.0" in text and "dim_audit_integrity_findings 3.0" in text
+    assert "dim_audit_orphan_bytes 7e+06" in text and "dim_audit_age_seconds -" in text
 
 
 def test_only_get_is_allowed(client):

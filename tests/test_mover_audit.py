@@ -206,6 +206,20 @@ def test_audit_and_repair_on_the_real_stores(stack_settings):
     assert {f.kind for f in after.findings} == {"missing", "changed", "uncatalogued"}
 
 
+def test_checksums_are_not_read_from_archive_replicas_but_counted(stack_settings):
+    # Reading an archive replica back needs a restore (billed, hours): size and ETag are checked, the bytes are not.
+    run = uuid.uuid4().hex[:10]
+    glacier = "aws:us-east-1:glacier-flexible"
+    data = os.urandom(3000)
+    seed_objects(stack_settings, [("audit", f"{run}/o", data)], [A, glacier])
+    report = run_audit(stack_settings, "audit", f"{run}/", verify_checksums=True, grace_s=0.0)
+    assert report.ok and report.findings == [] and report.archive_replicas_unread == 1
+    assert report.record().archive_replicas_unread == 1
+    ReplicaStore(stack_settings).put(glacier, replica_key("audit", f"{run}/o"), os.urandom(3000))
+    rewritten = run_audit(stack_settings, "audit", f"{run}/", verify_checksums=True, grace_s=0.0)
+    assert _kinds(rewritten) == [("changed", glacier, replica_key("audit", f"{run}/o"))]
+
+
 def test_repair_keeps_a_replica_that_became_named_or_was_rewritten(stack_settings):
     run = uuid.uuid4().hex[:10]
     data = _seed(stack_settings, run, 2)
