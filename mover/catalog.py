@@ -12,6 +12,7 @@ import time
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dim.config import Settings, s3_client
+from mover.s3ops import listed_objects
 from schemas import Placement, Replica
 
 
@@ -98,15 +99,9 @@ class PlacementCatalog:
 
     def keys(self, prefix: str = ""):
         """The replica keys ("bucket/key") of every entry under `prefix`, in key order, page by page."""
-        token: dict = {}
-        while True:
-            resp = self._call(f"CATALOG LIST {prefix}", lambda c, t=token: c.list_objects_v2(
-                Bucket=self.bucket, Prefix=prefix, **t))
-            for item in resp.get("Contents", []) or []:
-                yield item["Key"]
-            if not resp.get("IsTruncated"):
-                return
-            token = {"ContinuationToken": resp["NextContinuationToken"]}
+        for item in listed_objects(lambda t: self._call(f"CATALOG LIST {prefix}", lambda c: c.list_objects_v2(
+                Bucket=self.bucket, Prefix=prefix, **t))):
+            yield item["Key"]
 
 
 def new_placement(bucket: str, key: str, replicas: list[Replica], now: float | None = None) -> Placement:

@@ -57,7 +57,7 @@ def move_cmd(until_run: str | None, plan_file: Path | None, idle_timeout: float 
               help="Read every catalogued replica back and compare its SHA-256 (reads all the bytes).")
 @click.option("--repair", is_flag=True,
               help="Delete orphans and abort stale uploads older than the grace period, each re-checked first.")
-@click.option("--grace-s", type=float, default=None,
+@click.option("--grace-s", type=click.FloatRange(min=0), default=None,
               help="Unnamed replicas and open uploads younger than this are left alone "
                    "(default: mover.audit_grace_s for replicas, mover.stale_upload_s for uploads).")
 @click.option("--publish/--no-publish", default=True,
@@ -74,8 +74,6 @@ def audit_cmd(bucket: str | None, prefix: str, verify_checksums: bool, repair: b
     from mover.s3ops import MoveError
 
     settings = _settings()
-    if grace_s is not None and grace_s < 0:
-        raise click.BadParameter("must be >= 0", param_hint="--grace-s")
     runs = 0
     while True:
         started = time.monotonic()

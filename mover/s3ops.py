@@ -109,6 +109,18 @@ def multipart_etag(part_md5s: list[bytes]) -> str:
     return f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"
 
 
+def listed_objects(request: Callable[[dict], dict]):
+    """Every object of a ListObjectsV2 listing, page by page: `request(continuation)` sends one page's request
+    with `continuation` (empty for the first page) among its arguments."""
+    continuation: dict = {}
+    while True:
+        resp = request(continuation)
+        yield from resp.get("Contents", []) or []
+        if not resp.get("IsTruncated"):
+            return
+        continuation = {"ContinuationToken": resp["NextContinuationToken"]}
+
+
 class ReplicaStore:
     def __init__(self, settings: Settings, catalogue=None, sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
@@ -541,15 +553,9 @@ class ReplicaStore:
     def list_replicas(self, location: str, prefix: str = ""):
         """(key, size, etag, last modified) of every object under `prefix` in the location's bucket, page by page."""
         bucket = self.bucket(location)
-        token: dict = {}
-        while True:
-            resp = self.call(self.endpoint(location), f"LIST {bucket}/{prefix}", lambda c, t=token: c.list_objects_v2(
-                Bucket=bucket, Prefix=prefix, **t))
-            for item in resp.get("Contents", []) or []:
-                yield item["Key"], item["Size"], _etag(item["ETag"]), item["LastModified"].timestamp()
-            if not resp.get("IsTruncated"):
-                return
-            token = {"ContinuationToken": resp["NextContinuationToken"]}
+        for item in listed_objects(lambda t: self.call(self.endpoint(location), f"LIST {bucket}/{prefix}",
+                                                       lambda c: c.list_objects_v2(Bucket=bucket, Prefix=prefix, **t))):
+            yield item["Key"], item["Size"], _etag(item["ETag"]), item["LastModified"].timestamp()
 
     def abort_uploads(self, location: str, key: str) -> int:
         """Abort every open multipart upload of exactly `key` (the owner of the object is the only writer)."""
