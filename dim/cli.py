@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "status": ("dim.cli:status_cmd", "Report the embedded stack's processes and health."),
     "provision": ("dim.cli:provision_cmd", "Create topics, buckets and ClickHouse tables on configured services."),
     "replay": ("dim.producers:replay_cmd", "Publish a trace (CSV[.zst] or oracleGeneral) to the access topic."),
+    "ship-logs": ("dim.logship:ship_logs_cmd", "Publish S3 server access logs (files or s3://) to the access topic."),
     "generate": ("dim.producers:generate_cmd", "Publish a seeded synthetic workload to the access topic."),
     "flow": ("flows.cli:flow_cmd", "Run the Bytewax dataflow: decayed heat, p_hot, candidates."),
     "solve": ("solver.cli:solve_cmd", "Run the placement solver: candidates -> plans."),
