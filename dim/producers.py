@@ -40,6 +40,7 @@ def to_event(rec: TraceRecord, opt: ReplayOptions) -> AccessEvent:
     from pydantic import ValidationError
 
     from dim.traces import TraceError
+    from flows.parse import validation_reason
 
     size = round(rec.size * opt.size_scale)
     transferred = size if rec.op in ("GET", "PUT") else 0
@@ -50,8 +51,8 @@ def to_event(rec: TraceRecord, opt: ReplayOptions) -> AccessEvent:
             request_id=f"{opt.source}-{rec.line}",
         )
     except ValidationError as exc:
-        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise TraceError(f"record {rec.line}: not a valid AccessEvent after scaling: {reasons}") from None
+        reason = validation_reason(exc)
+        raise TraceError(f"record {rec.line}: not a valid AccessEvent after scaling: {reason}") from None
 
 
 def object_bytes(bucket: str, key: str, size: int) -> bytes:

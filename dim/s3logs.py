@@ -35,6 +35,7 @@ from urllib.parse import unquote
 
 from pydantic import ValidationError
 
+from flows.parse import validation_reason
 from schemas import AccessEvent
 
 # One field: [bracketed time], "quoted string" (backslash escapes), or a run of non-spaces.
@@ -152,5 +153,4 @@ def parse_line(line: str, client_region: str = "") -> AccessEvent | Skipped:
                            object_size=object_size, client_region=client_region,
                            request_id="" if request_id == "-" else request_id[:128])
     except ValidationError as exc:
-        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise LogLineError(f"not a valid AccessEvent: {reasons}") from None
+        raise LogLineError(f"not a valid AccessEvent: {validation_reason(exc)}") from None

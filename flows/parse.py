@@ -20,7 +20,7 @@ def parse_access(raw: bytes | None) -> AccessEvent | str:
     try:
         return _validate_json(raw)
     except ValidationError as exc:
-        return _reason(exc)
+        return validation_reason(exc)
 
 
 def lead_problem(event_time: float, record_ts_ms: int | None, max_lead_s: float) -> str | None:
@@ -35,7 +35,8 @@ def lead_problem(event_time: float, record_ts_ms: int | None, max_lead_s: float)
             f"({record_ts_ms / 1000.0:.3f}; flow.max_event_lead_s = {max_lead_s:g}): producer clock or unit?")
 
 
-def _reason(exc: ValidationError) -> str:
+def validation_reason(exc: ValidationError) -> str:
+    """Why a record is not a valid contract model, one clause per field (also for producers' errors)."""
     parts = []
     for err in exc.errors(include_url=False, include_input=False):
         if err["type"] == "json_invalid":
