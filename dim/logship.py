@@ -28,11 +28,10 @@ import click
 
 from dim.config import Settings, get_settings
 from dim.s3logs import LogLineError, Skipped, parse_line
-from schemas import DeadLetter, topics
+from schemas import DeadLetter, dead_letter_payload, topics
 
 STATE_VERSION = 1
 DEAD_LETTER_SOURCE = "s3-access-log"
-PAYLOAD_LIMIT = 4096
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -162,7 +161,7 @@ def ship(settings: Settings, sources: list, state: ShipState, client_region: str
                     except LogLineError as exc:
                         dl = DeadLetter(ts=time.time(), source_topic=DEAD_LETTER_SOURCE, offset=line_no,
                                         reason=f"{source.id} {name}:{line_no}: {exc}",
-                                        payload=line.rstrip("\r\n")[:PAYLOAD_LIMIT])
+                                        payload=dead_letter_payload(line.rstrip("\r\n").encode()))
                         produce(prod, topics.DEAD_LETTERS, dl.model_dump_json().encode(),
                                 DEAD_LETTER_SOURCE.encode(), on_delivery=delivered)
                         summary.dead_letters += 1

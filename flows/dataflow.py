@@ -39,10 +39,9 @@ from dim.config import Settings, kafka_consumer_config
 from dim.kafka import END_MARKER_HEADER, partitions_of, produce, producer
 from flows.parse import lead_problem, parse_access
 from flows.shard import FlowParams, ShardState, restore_shard
-from schemas import Candidate, DeadLetter, ObjectHeat, topics
+from schemas import Candidate, DeadLetter, ObjectHeat, dead_letter_payload, topics
 
 FLOW_NAME = "dim-flow"
-PAYLOAD_LIMIT = 4096
 # After an empty poll, wait this long before polling the partition again (cooperative scheduling: never block).
 IDLE_POLL = timedelta(milliseconds=5)
 
@@ -137,9 +136,8 @@ def encode_outputs(shard: ShardState, items: list, out: list[Record]) -> None:
 
 
 def dead_letter(partition: int, offset: int, raw: bytes | None, reason: str) -> Record:
-    payload = (raw or b"")[:PAYLOAD_LIMIT].decode("utf-8", errors="replace")
     dl = DeadLetter(ts=time.time(), source_topic=topics.ACCESS, partition=partition, offset=offset,
-                    reason=reason, payload=payload)
+                    reason=reason, payload=dead_letter_payload(raw))
     return (topics.DEAD_LETTERS, topics.ACCESS.encode(), dl.model_dump_json().encode())
 
 

@@ -22,7 +22,7 @@ from dim.config import Settings
 from mover.executor import MoveExecutor, MoveOutcome
 from mover.journal import MoveJournal
 from mover.s3ops import ReplicaStore
-from schemas import DeadLetter, Move, MoveEvent, MoveState, PlacementPlan, topics
+from schemas import DeadLetter, Move, MoveEvent, MoveState, PlacementPlan, dead_letter_payload, topics
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +194,8 @@ class Mover:
         self.producer.flush(30)
 
     def dead_letter(self, msg, reason: str) -> None:
-        raw = (msg.value() or b"")[:4096].decode("utf-8", errors="replace")
         dl = DeadLetter(ts=time.time(), source_topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
-                        reason=reason, payload=raw)
+                        reason=reason, payload=dead_letter_payload(msg.value()))
         self.producer.produce(topics.DEAD_LETTERS, value=dl.model_dump_json().encode(), key=msg.topic().encode())
         self.summary.dead_letters += 1
 

@@ -23,6 +23,7 @@ from schemas.models import (
     Placement,
     PlacementPlan,
     Replica,
+    dead_letter_payload,
 )
 
 __all__ = [
@@ -48,4 +49,5 @@ __all__ = [
     "Placement",
     "PlacementPlan",
     "Replica",
+    "dead_letter_payload",
 ]

@@ -205,6 +205,14 @@ class MoveEvent(_Contract):
     reason: str = ""
 
 
+MAX_DEAD_LETTER_PAYLOAD = 4096  # bytes of the rejected record a DeadLetter keeps
+
+
+def dead_letter_payload(raw: bytes | None) -> str:
+    """DeadLetter.payload of a rejected record: its first 4 KiB, decoded as UTF-8 with replacement."""
+    return (raw or b"")[:MAX_DEAD_LETTER_PAYLOAD].decode("utf-8", errors="replace")
+
+
 class DeadLetter(_Contract):
     """Input we could not accept, kept with the reason instead of being dropped."""
 

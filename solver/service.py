@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from dim import kafka
 from dim.config import Settings
-from schemas import Candidate, DeadLetter, Placement, PlacementPlan, topics
+from schemas import Candidate, DeadLetter, Placement, PlacementPlan, dead_letter_payload, topics
 from solver.catalogue import load_catalogue
 from solver.plan import newest_per_object, plan_with_details
 
@@ -43,7 +43,7 @@ def parse_candidates(msgs: list[Message]) -> tuple[list[Candidate], list[DeadLet
                     partition=m.partition(),
                     offset=m.offset(),
                     reason=f"invalid Candidate: {exc}"[:1000],
-                    payload=raw[:4096].decode("utf-8", errors="replace"),
+                    payload=dead_letter_payload(raw),
                 )
             )
     return good, bad

@@ -159,3 +159,12 @@ def test_ddl_applies_on_real_chdb(tmp_path):
         assert b"placements" in tables and b"access_events" in tables
     finally:
         sess.close()
+
+
+def test_a_dead_letter_keeps_the_first_4_kib_of_the_record_as_text():
+    from schemas import dead_letter_payload
+
+    assert dead_letter_payload(None) == ""
+    assert dead_letter_payload(b"x" * 5000) == "x" * 4096
+    assert dead_letter_payload(b"ok \xff") == "ok \ufffd"  # not UTF-8: replaced, never an error
+    assert dead_letter_payload(("é" * 3000).encode()) == "é" * 2048  # bytes, not characters
