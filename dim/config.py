@@ -80,6 +80,11 @@ class FlowSettings(BaseModel):
     # the shard. The record timestamp is stored with the record, so a re-run decides the same. Off (None) by
     # default: `dim replay --time-scale` publishes event times on the trace's own axis, ahead of the wall clock.
     max_event_lead_s: float | None = Field(default=None, gt=0)
+    # Repeats of an access already counted (same request_id, op, object and time: at-least-once producers) are
+    # recognised for this long of event time behind the shard clock and sent to the dead letters instead of being
+    # counted twice (flows/dedup.py). None: allowed_lateness_s. Memory per shard ~270 B x rate of events with a
+    # request id x this window; 0 turns it off.
+    dedup_window_s: float | None = Field(default=None, ge=0)
     # p_hot = P(>= hot_reads reads within horizon_s)
     hot_reads: int = Field(default=2, ge=1)
     horizon_s: float = Field(default=86400.0, gt=0)

@@ -155,8 +155,15 @@ def process_batch(shard: ShardState, partition: int, batch: list[RawAccess], out
             shard.dead_letters += 1
             out.append(dead_letter(partition, offset, raw, ev))
             continue
-        on_event(f"{ev.bucket}/{ev.key}", ev.event_time, ev.op.value, ev.bytes, ev.object_size, emitted)
+        if not on_event(f"{ev.bucket}/{ev.key}", ev.event_time, ev.op.value, ev.bytes, ev.object_size, emitted,
+                        ev.request_id):
+            out.append(dead_letter(partition, offset, raw, repeat_reason(shard, ev.request_id, ev.op.value)))
     encode_outputs(shard, emitted, out)
+
+
+def repeat_reason(shard: ShardState, request_id: str, op: str) -> str:
+    return (f"repeat of an access already counted (request_id {request_id!r}, {op} of this object at the same event time, within "
+            f"{shard.requests.window_s:g} s of event time, flow.dedup_window_s): not counted again")
 
 
 class ShardLogic(StatefulBatchLogic):

@@ -28,6 +28,7 @@ import operator
 import pickle
 from dataclasses import dataclass, field
 
+from flows.dedup import RequestMemory
 from flows.heat import HeatParams, HeatState, expected_reads, heat_dict, poisson_at_least
 from flows.horizon_reads import HorizonReads
 from schemas import Candidate, ObjectHeat
@@ -35,9 +36,10 @@ from schemas import Candidate, ObjectHeat
 HOT, COLD, NEW, GONE = "hot", "cold", "new", "gone"
 
 # Layout of a pickled ShardState (recovery snapshots). Raise it whenever a change makes older snapshots unusable
-# (2: flows.horizon_reads keeps its ladder per size class; 1, implicit: everything before), so a flow restarted
-# on an old recovery store stops with StateFormatError instead of failing somewhere deep in the core.
-STATE_FORMAT = 2
+# (3: the shard remembers request ids (flows.dedup); 2: flows.horizon_reads keeps its ladder per size class;
+# 1, implicit: everything before), so a flow restarted on an old recovery store stops with StateFormatError instead
+# of failing somewhere deep in the core. Format 2 is upgraded on restore (restore_shard).
+STATE_FORMAT = 3
 
 
 class StateFormatError(RuntimeError):
@@ -62,6 +64,7 @@ class FlowParams:
     recheck_min_bytes: int = 1_000_000
     reads_sample_every: int = 2
     reads_min_count: int = 100
+    dedup_window_s: float | None = None  # None: heat.allowed_lateness_s (flows.dedup)
 
     def __post_init__(self) -> None:
         if not 0 <= self.cold_threshold < self.hot_threshold <= 1:
@@ -88,7 +91,13 @@ class FlowParams:
             recheck_min_bytes=f.recheck_min_bytes,
             reads_sample_every=f.reads_sample_every,
             reads_min_count=f.reads_min_count,
+            dedup_window_s=f.dedup_window_s,
         )
+
+    @property
+    def repeat_window_s(self) -> float:
+        """How long a shard remembers request ids (flows.dedup)."""
+        return self.heat.allowed_lateness_s if self.dedup_window_s is None else self.dedup_window_s
 
 
 class ObjectRecord(HeatState):
@@ -152,6 +161,8 @@ class ShardState:
         self.events = 0
         self.late_events = 0
         self.dead_letters = 0
+        self.repeats = 0  # events not counted because they repeat one already counted (flows.dedup)
+        self.requests = RequestMemory(params.repeat_window_s)
         self.horizon_reads = HorizonReads(params.planning_horizon_s, params.idle_recheck_s,
                                           params.reads_sample_every, params.reads_min_count)
         # (due time, key, last access) of idle re-checks, at most one per object (idle_queued);
@@ -163,10 +174,16 @@ class ShardState:
         self._slowest = max(range(len(params.heat.half_lives_s)), key=params.heat.half_lives_s.__getitem__)
 
     # -- input --------------------------------------------------------------------------------------------
-    def on_event(self, key: str, t: float, op: str, nbytes: int, object_size: int, out: list) -> None:
-        """Account one valid access of object `key` ("bucket/key"); append emitted records to `out`.
+    def on_event(self, key: str, t: float, op: str, nbytes: int, object_size: int, out: list,
+                 request_id: str = "") -> bool:
+        """Account one valid access of object `key` ("bucket/key"); append emitted records to `out`. Returns False,
+        counting nothing, when the event repeats one already counted (same `request_id`, op and object within the
+        allowed lateness: flows.dedup); the caller says so (the flow: a dead letter).
         The flow's hot path (once per event): bookkeeping is inlined, the clock-driven work below runs only when
         the shard clock moved (it depends on the clock alone, so skipping it otherwise changes nothing)."""
+        if request_id and self.requests.repeat(request_id, op, key, t, self.clock):
+            self.repeats += 1
+            return False
         p = self.params
         rec = self.objects.get(key)
         if rec is None:
@@ -218,8 +235,11 @@ class ShardState:
             if self.clock >= self.next_heat_at:
                 self._heat_snapshots(self.clock, out)
                 self.next_heat_at = _next_multiple(self.clock, p.heat_interval_s)
+            if self.clock >= self.requests.expire_at:
+                self.requests.expire(self.clock)
         # Always: a late event's prediction may be due at once.
         self.predictor.advance(self.clock - p.heat.allowed_lateness_s)
+        return True
 
     def finish(self, out: list) -> None:
         """End of a bounded run: every object evaluated at the shard clock, so cooled objects become cold."""
@@ -422,6 +442,12 @@ def restore_shard(blob: bytes, where: str = "a recovery snapshot") -> ShardState
     """The ShardState pickled in `blob` (ShardLogic.snapshot), checked for this code's STATE_FORMAT."""
     shard = pickle.loads(blob)
     found = getattr(shard, "state_format", 1)
+    if found == 2:
+        # Format 3 only added the request memory: start it empty (repeats of events counted before the upgrade
+        # are not recognised; that is all that is lost).
+        shard.requests = RequestMemory(shard.params.repeat_window_s)
+        shard.repeats = 0
+        shard.state_format = found = STATE_FORMAT
     if found != STATE_FORMAT:
         raise StateFormatError(
             f"{where} holds shard state format {found}, this flow reads format {STATE_FORMAT}: it was written by "

@@ -137,6 +137,61 @@ def test_bad_input_goes_to_dead_letters_and_the_flow_finishes(flow_settings):
     assert heat and heat[-1].reads == 1 and heat[-1].writes == 1
 
 
+def test_a_repeated_access_is_counted_once_and_reported_as_a_dead_letter(flow_settings):
+    # At-least-once producers (a log shipper re-sending the file it was shipping when it crashed) deliver some
+    # accesses twice: same request id, op, object and time. The flow counts each once and says which it dropped.
+    # (The flow re-reads the module's earlier events, whose shard clocks are days ahead of these times: a window
+    # that long keeps these within it.)
+    settings = flow_settings.model_copy(deep=True)
+    settings.flow.dedup_window_s = 365 * 86400.0
+    bucket = f"t-{uuid.uuid4().hex[:8]}"
+
+    def req(key, t, rid, op="GET"):
+        ev = access(bucket, key, t, op=op)
+        return ev.model_copy(update={"request_id": rid})
+
+    first = [req("k", T0 + i, f"R{i}") for i in range(5)] + [req("k1", T0 + 5, "MULTI", "DELETE"),
+                                                             req("k2", T0 + 5, "MULTI", "DELETE")]
+    again = first[1:3] + [first[5]] + [req("k", T0 + 7, "R1")]  # the last: same id, another time - a new access
+    run = publish(settings, first + again)
+
+    run_flow(settings, until_run=run)
+
+    letters = [d for d in read(settings, topics.DEAD_LETTERS, run, DeadLetter) if bucket in d.payload]
+    assert sorted(json.loads(d.payload)["request_id"] for d in letters) == ["MULTI", "R1", "R2"], letters
+    assert all("repeat of an access already counted" in d.reason for d in letters)
+    heat = [h for h in read(settings, topics.HEAT, run, ObjectHeat) if h.bucket == bucket and h.key == "k"]
+    assert heat and heat[-1].reads == 6
+
+
+def test_a_log_file_shipped_again_after_a_lost_state_is_counted_once(flow_settings, tmp_path):
+    # `dim ship-logs` is at-least-once per file: a crash between the broker's flush and its state write ships the
+    # file again. Simulated by losing the state file: the flow (resuming from its recovery store) counts nothing
+    # twice and dead-letters the repeats.
+    from dim.logship import LocalSource, ShipState, ship
+    from tests.test_s3logs import T0 as LOG_T0
+    from tests.test_s3logs import record
+
+    settings = flow_settings.model_copy(deep=True)
+    settings.flow.dedup_window_s = 20 * 365 * 86400.0  # these 2026 times are years behind the module's clocks (2030)
+    mine = f"logs{uuid.uuid4().hex[:8]}"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "2026-01-01-00-00-00-AAAA").write_text(
+        record(bucket=mine, key="a.bin", request_id="REQ1") + record(bucket=mine, key="a.bin", request_id="REQ2",
+                                                                     when=LOG_T0 + 60))
+    for attempt in range(2):
+        run = uuid.uuid4().hex
+        summary = ship(settings, [LocalSource(logs)], ShipState(tmp_path / f"state-{attempt}.json"), end_run=run)
+        assert summary.events == 2
+        run_flow(settings, until_run=run)
+
+    letters = [d for d in read(settings, topics.DEAD_LETTERS, run, DeadLetter) if mine in d.payload]
+    assert sorted(json.loads(d.payload)["request_id"] for d in letters) == ["REQ1", "REQ2"]
+    heat = [h for h in read(settings, topics.HEAT, run, ObjectHeat) if h.bucket == mine]
+    assert heat and heat[-1].reads == 2
+
+
 def test_an_event_far_ahead_of_its_record_timestamp_is_a_dead_letter(flow_settings):
     # With flow.max_event_lead_s an event is judged against the timestamp Kafka stores with its record (here the
     # producer's, T0 in 2030), not against the wall clock: a re-run decides the same.
