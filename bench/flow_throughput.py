@@ -39,9 +39,11 @@ def trace_events(path: Path, n: int, time_scale: float):
     import pandas as pd
 
     df = pd.read_csv(path, nrows=n)
-    for t, obj, size in zip(df["time_s"].tolist(), df["object"].astype(str).tolist(), df["size_bytes"].tolist()):
+    for i, (t, obj, size) in enumerate(zip(df["time_s"].tolist(), df["object"].astype(str).tolist(),
+                                           df["size_bytes"].tolist())):
+        # with a request id, as `dim replay` and `dim ship-logs` send them: the flow checks each for a repeat
         yield AccessEvent(event_time=START + t * time_scale, bucket="bench", key=obj, op="GET", bytes=int(size),
-                          object_size=int(size))
+                          object_size=int(size), request_id=f"bench-{i}")
 
 
 def synthetic_events(n: int, seed: int = 0):
@@ -51,7 +53,7 @@ def synthetic_events(n: int, seed: int = 0):
         k = min(objects - 1, int(rng.paretovariate(1.1)) - 1)
         op = "PUT" if rng.random() < 0.05 else "GET"
         yield AccessEvent(event_time=START + i * 2.0, bucket="bench", key=f"o{k}", op=op, bytes=1000,
-                          object_size=1000)
+                          object_size=1000, request_id=f"bench-{i}")
 
 
 def produce(settings: Settings, events, run: str) -> int:
