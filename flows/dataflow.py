@@ -162,8 +162,9 @@ def process_batch(shard: ShardState, partition: int, batch: list[RawAccess], out
 
 
 def repeat_reason(shard: ShardState, request_id: str, op: str) -> str:
-    return (f"repeat of an access already counted (request_id {request_id!r}, {op} of this object at the same event time, within "
-            f"{shard.requests.window_s:g} s of event time, flow.dedup_window_s): not counted again")
+    return (f"repeat of an access already counted (request_id {request_id!r}, {op} of this object at the same "
+            f"event time, within {shard.requests.window_s:g} s of event time, flow.dedup_window_s): "
+            "not counted again")
 
 
 class ShardLogic(StatefulBatchLogic):

@@ -177,8 +177,8 @@ class ShardState:
     def on_event(self, key: str, t: float, op: str, nbytes: int, object_size: int, out: list,
                  request_id: str = "") -> bool:
         """Account one valid access of object `key` ("bucket/key"); append emitted records to `out`. Returns False,
-        counting nothing, when the event repeats one already counted (same `request_id`, op and object within the
-        allowed lateness: flows.dedup); the caller says so (the flow: a dead letter).
+        counting nothing, when the event repeats one already counted (same `request_id`, op, object and time, within
+        `params.repeat_window_s`: flows.dedup); the caller says so (the flow: a dead letter).
         The flow's hot path (once per event): bookkeeping is inlined, the clock-driven work below runs only when
         the shard clock moved (it depends on the clock alone, so skipping it otherwise changes nothing)."""
         if request_id and self.requests.repeat(request_id, op, key, t, self.clock):
