@@ -74,15 +74,24 @@ def refresh(store: AnalyticsStore, settings: Settings, rows: Rows) -> None:
         refresh_ledger(store, settings, sorted(days))
 
 
+# An access delivered twice (same request id, op, object and time: an at-least-once producer) is one access, as
+# for the flow (flows/dedup.py, which dead-letters the repeat): one row per identity; rows without a request id
+# are each their own access (their Kafka coordinates keep them apart). Unlike the flow's, this holds however late
+# the repeat arrives.
+_ONE_ROW_PER_ACCESS = ("LIMIT 1 BY request_id, op, bucket, key, event_time, "
+                       "if(request_id = '', _partition, 0), if(request_id = '', _offset, 0)")
+
+
 def refresh_hourly(store: AnalyticsStore, hours: list[int]) -> None:
     store.command(
         f"""INSERT INTO {store.table(t.ACCESS_HOURLY)}
         SELECT toStartOfHour(event_time) AS hour, bucket, key,
                countIf(op = 'GET'), countIf(op = 'PUT'), countIf(op = 'HEAD'), countIf(op = 'DELETE'),
                sumIf(bytes, op = 'GET'), sumIf(bytes, op = 'PUT'), max(object_size), now64(6)
-        FROM {store.table(t.ACCESS_EVENTS)} FINAL
-        WHERE event_time >= toDateTime({{lo:UInt32}}) AND event_time < toDateTime({{hi:UInt32}})
-          AND has({{hours:Array(UInt32)}}, toUInt32(toStartOfHour(event_time)))
+        FROM (SELECT event_time, bucket, key, op, bytes, object_size FROM {store.table(t.ACCESS_EVENTS)} FINAL
+              WHERE event_time >= toDateTime({{lo:UInt32}}) AND event_time < toDateTime({{hi:UInt32}})
+                AND has({{hours:Array(UInt32)}}, toUInt32(toStartOfHour(event_time)))
+              {_ONE_ROW_PER_ACCESS})
         GROUP BY hour, bucket, key""",
         {"lo": hours[0], "hi": hours[-1] + HOUR, "hours": hours},
     )

@@ -244,6 +244,39 @@ def test_sla_is_rejudged_when_the_placement_arrives_after_the_reads(tmp_path):
         assert store.query(sla)[0]["r"] == 3
 
 
+def test_an_access_delivered_twice_is_counted_once_by_the_derived_tables(tmp_path):
+    """The flow dead-letters a repeat (same request id, op, object and time); the hourly rollup, and so the SLA
+    events and the cost ledger built on it, count it once too. Accesses without a request id, or differing in any
+    part of the identity, stay apart."""
+    from api import derive
+    from api.ingest import insert_rows
+    from api.rows import rows_of_record
+    from schemas import AccessEvent
+
+    s = Settings(stack={"data_dir": tmp_path}, clickhouse={"chdb_path": tmp_path / "chdb"})
+    start = 1767225600.0
+
+    def get(rid, t=start + 60, key="k", op="GET"):
+        return AccessEvent(event_time=t, bucket="b", key=key, op=op, bytes=100 if op == "GET" else 0,
+                           object_size=100, request_id=rid)
+
+    records = [get("R1"), get("R1"),             # a repeat: one access
+               get(""), get(""),                 # no request id: two accesses
+               get("R2"), get("R2", t=start + 61),  # another time: two
+               get("M", key="k1", op="DELETE"), get("M", key="k2", op="DELETE"),  # one request, two keys
+               get("R1", op="HEAD")]             # another op of the same request: its own access
+    with AnalyticsStore.open(s) as store:
+        store.migrate()
+        for offset, ev in enumerate(records):
+            rows = rows_of_record(topics.ACCESS, 0, offset, ev.model_dump_json().encode())
+            insert_rows(store, rows)
+            derive.refresh(store, s, rows)
+        hourly = store.query(f"SELECT key, gets, heads, deletes, bytes_read FROM {store.table(t.ACCESS_HOURLY)} "
+                             "FINAL WHERE bucket = 'b' ORDER BY key")
+        assert [(r["key"], r["gets"], r["heads"], r["deletes"], r["bytes_read"]) for r in hourly] == [
+            ("k", 5, 1, 0, 500), ("k1", 0, 0, 1, 0), ("k2", 0, 0, 1, 0)]
+
+
 def test_values_the_columns_cannot_hold_become_dead_letters(tmp_path):
     """Valid by the contract, impossible for the column: ClickHouse would silently read 2**70 as 0 in a UInt64
     and clamp a year-33000 date. Such records are dead letters with the reason; the batch's other rows land."""
