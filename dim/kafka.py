@@ -21,6 +21,11 @@ END_MARKER_HEADER = "dim-end"
 
 
 def producer(settings: Settings, **extra: Any) -> Producer:
+    # Idempotence off: a retried batch may be appended twice. Nothing relies on the broker to prevent that: a
+    # repeated access carries its request id (the flow and the hourly rollup count it once: flows/dedup.py,
+    # api/derive.py), the flow's outputs are deterministic and keyed by content downstream, moves by move_id.
+    # (Tansu accepted an idempotent producer across a broker restart in a smoke test, 2026-12-03; whether it
+    # checks sequence numbers is not verified, and a producer whose broker loses its state fails fatally.)
     conf = kafka_client_config(
         settings,
         **{"linger.ms": 5, "batch.num.messages": 10000, "queue.buffering.max.messages": 500000,
