@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ship-logs": ("dim.logship:ship_logs_cmd", "Publish S3 server access logs (files or s3://) to the access topic."),
     "generate": ("dim.producers:generate_cmd", "Publish a seeded synthetic workload to the access topic."),
     "flow": ("flows.cli:flow_cmd", "Run the Bytewax dataflow: decayed heat, p_hot, candidates."),
+    "flow-state": ("flows.cli:flow_state_cmd", "Print each flow shard's counters, clock and model from its snapshot."),
     "solve": ("solver.cli:solve_cmd", "Run the placement solver: candidates -> plans."),
     "move": ("mover.cli:move_cmd", "Run the mover: execute plans against the S3 stores."),
     "audit": ("mover.cli:audit_cmd", "Check the stores against the placement catalog (and repair waste)."),

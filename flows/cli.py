@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -39,3 +41,29 @@ def flow_cmd(workers, until_run, recovery, processes, addresses, process_id):
         addresses=addr_list,
         process_id=process_id,
     )
+
+
+@click.command("flow-state")
+@click.option("--recovery-dir", type=click.Path(path_type=Path), default=None,
+              help="Recovery store to read [flow.recovery_dir].")
+def flow_state_cmd(recovery_dir):
+    """Print what each shard of the flow knows, from its latest recovery snapshot (read-only; the flow may run):
+    event-time clock, events, late events, repeats, dead letters, objects, pending and learned labels, model."""
+    import json
+
+    from dim.config import get_settings
+    from flows.run import load_shard_states
+    from flows.shard import StateFormatError
+
+    path = recovery_dir or get_settings().recovery_dir
+    if not any(Path(path).glob("part-*.sqlite3")):
+        raise click.ClickException(f"no flow recovery store in {path} (flow.recovery_dir): has `dim flow` run with "
+                                   "recovery on?")
+    try:
+        shards = load_shard_states(path)
+    except StateFormatError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not shards:
+        raise click.ClickException(f"the recovery store in {path} holds no shard snapshot yet")
+    for shard_id, shard in sorted(shards.items()):
+        click.echo(json.dumps({"shard": shard_id, **shard.summary()}, sort_keys=True))

@@ -241,6 +241,28 @@ class ShardState:
         self.predictor.advance(self.clock - p.heat.allowed_lateness_s)
         return True
 
+    def summary(self) -> dict:
+        """What the shard knows, for operators (`dim flow-state`): counters, the clock, the model's state."""
+        predictor = self.predictor
+        model = getattr(predictor, "model", None)
+        labels = getattr(predictor, "labels", None)
+        return {
+            "clock": self.clock if math.isfinite(self.clock) else None,
+            "events": self.events,
+            "late_events": self.late_events,
+            "repeats": self.repeats,
+            "dead_letters": self.dead_letters,
+            "objects": len(self.objects),
+            "objects_gone": sum(1 for rec in self.objects.values() if rec.gone),
+            "objects_hot": len(self.hot),
+            "remembered_requests": len(self.requests),
+            "repeat_window_s": self.requests.window_s,
+            "labels_pending": len(labels) if labels is not None else 0,
+            "labels_learned": getattr(predictor, "labels_learned", 0),
+            "model": model.summary() if model is not None else None,
+            "state_format": self.state_format,
+        }
+
     def finish(self, out: list) -> None:
         """End of a bounded run: every object evaluated at the shard clock, so cooled objects become cold."""
         if self.clock == -math.inf:

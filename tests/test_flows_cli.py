@@ -29,3 +29,10 @@ def test_zero_workers_is_rejected(monkeypatch, tmp_path):
 
     with pytest.raises(ValueError, match="workers"):
         run_flow(Settings(stack={"data_dir": tmp_path}), workers=0)
+
+
+def test_flow_state_without_a_recovery_store_is_a_clear_error(tmp_path):
+    from flows.cli import flow_state_cmd
+
+    result = CliRunner().invoke(flow_state_cmd, ["--recovery-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "no flow recovery store" in result.output

@@ -163,6 +163,18 @@ def test_a_repeated_access_is_counted_once_and_reported_as_a_dead_letter(flow_se
     heat = [h for h in read(settings, topics.HEAT, run, ObjectHeat) if h.bucket == bucket and h.key == "k"]
     assert heat and heat[-1].reads == 6
 
+    # `dim flow-state` reads the shards' counters from the recovery store
+    from click.testing import CliRunner
+
+    from flows.cli import flow_state_cmd
+
+    result = CliRunner().invoke(flow_state_cmd, ["--recovery-dir", str(settings.recovery_dir)])
+    assert result.exit_code == 0, result.output
+    shards = [json.loads(line) for line in result.output.splitlines()]
+    assert [s["shard"] for s in shards] == sorted(partitions_of(settings, topics.ACCESS))
+    assert sum(s["repeats"] for s in shards) == 3 and sum(s["events"] for s in shards) >= len(first) + 1
+    assert all(s["state_format"] == 3 and s["model"]["selected"] for s in shards)
+
 
 def test_a_log_file_shipped_again_after_a_lost_state_is_counted_once(flow_settings, tmp_path):
     # `dim ship-logs` is at-least-once per file: a crash between the broker's flush and its state write ships the
