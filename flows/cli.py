@@ -1,4 +1,4 @@
-"""`dim flow`: run the Bytewax dataflow (decayed heat, p_hot, candidates)."""
+"""`dim flow`: run the Bytewax dataflow (decayed heat, p_hot, candidates); `dim flow-state`: what its shards know."""
 
 from __future__ import annotations
 
