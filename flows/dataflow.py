@@ -39,7 +39,7 @@ from dim.config import Settings, kafka_consumer_config
 from dim.kafka import END_MARKER_HEADER, partitions_of, produce, producer
 from flows.parse import lead_problem, parse_access
 from flows.shard import FlowParams, ShardState, restore_shard
-from schemas import Candidate, DeadLetter, ObjectHeat, dead_letter_payload, topics
+from schemas import REPEAT_REASON_PREFIX, Candidate, DeadLetter, ObjectHeat, dead_letter_payload, topics
 
 FLOW_NAME = "dim-flow"
 # After an empty poll, wait this long before polling the partition again (cooperative scheduling: never block).
@@ -162,7 +162,7 @@ def process_batch(shard: ShardState, partition: int, batch: list[RawAccess], out
 
 
 def repeat_reason(shard: ShardState, request_id: str, op: str) -> str:
-    return (f"repeat of an access already counted (request_id {request_id!r}, {op} of this object at the same "
+    return (f"{REPEAT_REASON_PREFIX} (request_id {request_id!r}, {op} of this object at the same "
             f"event time, within {shard.requests.window_s:g} s of event time, flow.dedup_window_s): "
             "not counted again")
 

@@ -206,6 +206,9 @@ class MoveEvent(_Contract):
 
 
 MAX_DEAD_LETTER_PAYLOAD = 4096  # bytes of the rejected record a DeadLetter keeps
+# How the reason of a DeadLetter for a repeated access begins (flows/dedup.py): the record was valid, an access
+# delivered twice, and was not counted again - dashboards tell these from refused input by this prefix.
+REPEAT_REASON_PREFIX = "repeat of an access already counted"
 
 
 def dead_letter_payload(raw: bytes | None) -> str:

@@ -67,3 +67,26 @@ def test_every_panel_query_runs_on_chdb(stack_settings, tmp_path, path):
             if not rows:
                 empty.append(title)
         assert not empty, f"panels without data on the sample: {empty}"
+
+
+def test_the_dead_letter_panel_shows_repeats_apart_from_refused_input(tmp_path):
+    from api.ingest import insert_rows
+    from api.rows import rows_of_record
+    from flows.dataflow import dead_letter, repeat_reason
+    from flows.shard import FlowParams, ShardState
+    from schemas import topics
+
+    settings = Settings(stack={"data_dir": tmp_path}, clickhouse={"chdb_path": tmp_path / "chdb"})
+    letters = [dead_letter(0, 1, b"{}", "bucket: Field required"),
+               dead_letter(0, 2, b"{}", repeat_reason(ShardState(FlowParams()), "R1", "GET")),
+               dead_letter(0, 3, b"{}", repeat_reason(ShardState(FlowParams()), "R2", "GET"))]
+    [sql] = [sql for title, sql in panel_queries(dashboard()) if title.startswith("Dead letters")]
+    with AnalyticsStore.open(settings) as store:
+        store.migrate()
+        for offset, (topic, _key, value) in enumerate(letters):
+            assert topic == topics.DEAD_LETTERS
+            insert_rows(store, rows_of_record(topic, 0, offset, value))
+        now = dt.datetime.now(dt.UTC).timestamp()
+        rows = store.query(expand_macros(sql, now - 3600, now + 3600, 3600, settings.clickhouse.database))
+    by_source = {r["source"]: r["records"] for r in rows}
+    assert by_source == {topics.ACCESS: 1, f"{topics.ACCESS} repeats": 2}, rows
