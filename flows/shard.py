@@ -260,6 +260,8 @@ class ShardState:
             "labels_pending": len(labels) if labels is not None else 0,
             "labels_learned": getattr(predictor, "labels_learned", 0),
             "model": model.summary() if model is not None else None,
+            # what serves p_hot now: the heat's Poisson prior until the model has `warmup` scored labels
+            "p_hot_from": model.selected if model is not None and model.scored >= model.warmup else "prior",
             "state_format": self.state_format,
         }
 
