@@ -171,7 +171,9 @@ def test_a_repeated_access_is_counted_once_and_reported_as_a_dead_letter(flow_se
     result = CliRunner().invoke(flow_state_cmd, ["--recovery-dir", str(settings.recovery_dir)])
     assert result.exit_code == 0, result.output
     shards = [json.loads(line) for line in result.output.splitlines()]
-    assert [s["shard"] for s in shards] == sorted(partitions_of(settings, topics.ACCESS))
+    # one line per shard that has seen events (a partition without any has no shard yet)
+    ids = [s["shard"] for s in shards]
+    assert ids == sorted(ids) and set(ids) <= set(partitions_of(settings, topics.ACCESS))
     assert sum(s["repeats"] for s in shards) == 3 and sum(s["events"] for s in shards) >= len(first) + 1
     assert all(s["state_format"] == 3 and s["model"]["selected"] for s in shards)
     assert {s["p_hot_from"] for s in shards} == {"prior"}  # a few events: the model is still warming up
