@@ -192,8 +192,12 @@ def create_app(settings: Settings, store: AnalyticsStore, ingest_stats=None) -> 
         store: Store, limit: Limit,
         source_topic: Literal[topics.ALL_TOPICS] | None = None,  # type: ignore[valid-type]
         cursor: Annotated[str | None, Query(max_length=4096)] = None,
+        repeats: Annotated[bool | None, Query(
+            description="true: only repeated accesses (valid, delivered twice, not counted again); "
+                        "false: only refused input")] = None,
     ) -> dict:
-        items, nxt = queries.list_dead_letters(store, source_topic=source_topic, cursor=cursor, limit=limit)
+        items, nxt = queries.list_dead_letters(store, source_topic=source_topic, cursor=cursor, limit=limit,
+                                               repeats=repeats)
         return {"items": items, "next_cursor": nxt}
 
     analytics.add_routes(app, guarded)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from api.store import AnalyticsStore
-from schemas import AUDIT_INTEGRITY_KINDS
+from schemas import AUDIT_INTEGRITY_KINDS, REPEAT_REASON_PREFIX
 from schemas import tables as t
 
 # A point lookup or a keyset page reads a few granules: more threads only add scheduling cost, and 20
@@ -402,12 +402,16 @@ def get_audit(store: AnalyticsStore, audit_id: str) -> dict | None:
 
 # --- dead letters ---------------------------------------------------------------------------------------------
 def list_dead_letters(store: AnalyticsStore, *, source_topic: str | None, cursor: str | None,
-                      limit: int) -> tuple[list[dict], str | None]:
+                      limit: int, repeats: bool | None = None) -> tuple[list[dict], str | None]:
+    """`repeats`: True for repeated accesses only (valid, not counted again), False for refused input only."""
     where = ["1"]
     params: dict[str, Any] = {"limit": limit + 1}
     if source_topic is not None:
         where.append("source_topic = {topic:String}")
         params["topic"] = source_topic
+    if repeats is not None:
+        where.append(("" if repeats else "NOT ") + "startsWith(reason, {repeat:String})")
+        params["repeat"] = REPEAT_REASON_PREFIX
     if cursor:
         c_topic, c_part, c_off = decode_cursor(cursor, (str, float, float))
         where.append("(_topic, _partition, _offset) > ({ct:String}, {cp:UInt16}, {co:UInt64})")

@@ -132,6 +132,26 @@ def test_dead_letters_page(client, populated):
     assert all(d["reason"] for d in mine)
 
 
+def test_dead_letters_of_repeated_accesses_apart_from_refused_input(client, populated):
+    from api.ingest import insert_rows
+    from api.rows import rows_of_record
+    from flows.dataflow import dead_letter, repeat_reason
+    from flows.shard import FlowParams, ShardState
+
+    _, store, ds = populated
+    tag = f"repeat-{uuid.uuid4().hex}"  # not the data set's bucket: other tests count the data set's letters
+    topic, _, value = dead_letter(3, 7, tag.encode(), repeat_reason(ShardState(FlowParams()), tag, "GET"))
+    insert_rows(store, rows_of_record(topic, 3, 10**12, value))  # an offset no published record has
+
+    def payloads(**params):
+        return [d["payload"] for d in client.get("/dead-letters", params={"limit": 500, **params}).json()["items"]]
+
+    assert payloads(repeats="true") == [tag]
+    refused = payloads(repeats="false")
+    assert tag not in refused and len([p for p in refused if ds.bucket in p]) == ds.bad_records + 1
+    assert tag in payloads() and client.get("/dead-letters", params={"repeats": "maybe"}).status_code == 422
+
+
 def test_audits_list_and_detail(client, populated):
     _, _, ds = populated
     listed = {a["audit_id"]: a for a in client.get("/audits", params={"limit": 1000}).json()["items"]}
