@@ -35,14 +35,13 @@ Identity = tuple[str, str, float, str]
 class RequestMemory:
     """Identities of the events with a request id counted within the last `window_s` of event time."""
 
-    __slots__ = ("_by_bucket", "_oldest", "_seen", "bucket_s", "expire_at", "window_s")
+    __slots__ = ("_by_bucket", "_seen", "bucket_s", "expire_at", "window_s")
 
     def __init__(self, window_s: float):
         self.window_s = float(window_s)
         self.bucket_s = self.window_s / BUCKETS_PER_WINDOW if self.window_s > 0 else math.inf
         self._seen: set[Identity] = set()
         self._by_bucket: dict[int, list[Identity]] = {}  # for expiry
-        self._oldest = -math.inf  # buckets below this index were dropped
         self.expire_at = -math.inf if self.window_s > 0 else math.inf  # the clock at which expire() next drops one
 
     def __len__(self) -> int:
@@ -50,10 +49,10 @@ class RequestMemory:
 
     def __getstate__(self):
         # the identities once (the set is rebuilt on load, with that process's string hashes)
-        return (self.window_s, self.bucket_s, self._by_bucket, self._oldest, self.expire_at)
+        return (self.window_s, self.bucket_s, self._by_bucket, self.expire_at)
 
     def __setstate__(self, state):
-        self.window_s, self.bucket_s, self._by_bucket, self._oldest, self.expire_at = state
+        self.window_s, self.bucket_s, self._by_bucket, self.expire_at = state
         self._seen = {ident for idents in self._by_bucket.values() for ident in idents}
 
     def repeat(self, request_id: str, op: str, key: str, t: float, clock: float) -> bool:
@@ -80,10 +79,8 @@ class RequestMemory:
         if clock < self.expire_at:
             return
         keep_from = math.floor((clock - self.window_s) / self.bucket_s)
+        # the clock at which the next bucket falls out of the window
         self.expire_at = (keep_from + 1) * self.bucket_s + self.window_s
-        if keep_from <= self._oldest:
-            return
-        self._oldest = keep_from
         seen = self._seen
         for b in [b for b in self._by_bucket if b < keep_from]:
             seen.difference_update(self._by_bucket.pop(b))
