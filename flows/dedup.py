@@ -4,7 +4,8 @@ Access events are delivered at least once: a producer retrying after a timeout, 
 log file it was publishing when it crashed, a log pipeline replaying a batch. A repeat carries the same
 `request_id` (an S3 server access log's RequestID, a replayed trace's line). Counting it again would heat the
 object twice, so a shard remembers the identity of every event with a request id for as long as that event is
-within the allowed lateness of the shard clock, and a repeat within that time is not counted (the flow sends it to
+within the window (`flow.dedup_window_s`; by default the allowed lateness) of the shard clock, and a repeat within
+that time is not counted (the flow sends it to
 the dead-letter topic with the reason, so nothing disappears unseen).
 
 The identity is (request_id, op, object, event time): one S3 request can log several records (a multi-object
@@ -15,9 +16,9 @@ carries the same time. It is remembered as that tuple of the event's own strings
 hash() of a string differs between processes; the set of tuples is rebuilt with the new process's hashes when a
 recovered shard is unpickled.
 
-Memory lasts as long as lateness: an event that arrives when its time is already more than the allowed lateness
-behind the shard clock is neither checked nor remembered (it is counted and tallied as late, as before). Memory is
-therefore ~270 bytes x event rate (of events with a request id) x allowed lateness per shard: 300 s at 1,000
+Memory lasts as long as the window: an event that arrives when its time is already more than the window behind
+the shard clock is neither checked nor remembered (it is counted, and tallied as late if beyond the lateness). Memory
+is therefore ~270 bytes x event rate (of events with a request id) x window per shard: 300 s at 1,000
 events/s is ~80 MB. Everything is a function of the shard's events in offset order, so results do not depend on
 batching, workers or restarts.
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import math
 
-# Remembered identities are grouped by time buckets of lateness / BUCKETS_PER_WINDOW, so expiry drops whole groups.
+# Remembered identities are grouped by time buckets of window / BUCKETS_PER_WINDOW, so expiry drops whole groups.
 BUCKETS_PER_WINDOW = 4
 
 Identity = tuple[str, str, float, str]
