@@ -115,14 +115,15 @@ class FlowSettings(BaseModel):
     reads_min_count: int = Field(default=100, ge=1)
     # Max records the source hands to the flow per poll of one partition.
     source_batch_size: int = Field(default=5000, ge=1)
-    # p_hot model (flows/model.py): the forest learns from this share of labelled predictions; the model serves
-    # once `model_warmup` prequentially scored examples exist (before: the heat prior); rolling score window.
+    # p_hot model (flows/model.py): the forest learns from this share of labelled predictions. A model serves once
+    # it has `model_warmup` labels (the forest: that many of its share) and only while it scores better than the
+    # heat prior on the same labels (rolling log loss over `model_window` labels); otherwise the prior serves.
     # Share of evaluations queued for a delayed label and learned (a seeded random sample).
     label_fraction: float = Field(default=0.25, gt=0, le=1)
     forest_fraction: float = Field(default=0.05, ge=0, le=1)
     forest_models: int = Field(default=5, ge=1)
     forest_kind: Literal["amf", "arf"] = "amf"
-    model_warmup: int = Field(default=200, ge=0)
+    model_warmup: int = Field(default=100, ge=0)
     model_window: int = Field(default=2000, ge=1)
     model_seed: int = 0
 

@@ -33,6 +33,7 @@ class PipelineResult:
     run_id: str
     stages_s: dict[str, float] = field(default_factory=dict)
     replay: dict = field(default_factory=dict)
+    flow: dict = field(default_factory=dict)
     solver: dict = field(default_factory=dict)
     mover: dict = field(default_factory=dict)
     audit: dict = field(default_factory=dict)
@@ -79,6 +80,7 @@ def run_pipeline(
         res.replay = replay(settings, trace, opt, limit=limit, end_run=run_id).as_dict()
     with stage("flow"):
         run_flow(settings, workers=settings.flow.workers, until_run=run_id)  # closes its outputs itself
+        res.flow = flow_summary(settings)
     with stage("solver"):
         plans = run_solver(settings, until_run=run_id)  # closes the plans and moves topics itself
         res.solver = {
@@ -105,6 +107,19 @@ def run_pipeline(
     return res
 
 
+def flow_summary(settings: Settings) -> dict:
+    """What the flow's shards learnt (their recovered state, as `dim flow-state` shows it): events, labels, and
+    what serves p_hot in how many shards - the heat prior, or a River model that beats it on the same labels."""
+    from flows.run import load_shard_states
+
+    shards = [state.summary() for state in load_shard_states(settings.recovery_dir).values()]
+    served: dict[str, int] = {}
+    for shard in shards:
+        served[shard["p_hot_from"]] = served.get(shard["p_hot_from"], 0) + 1
+    return {"shards": len(shards), "events": sum(s["events"] for s in shards),
+            "labels_learned": sum(s["labels_learned"] for s in shards), "p_hot_from": served}
+
+
 def summarize(settings: Settings, store, bucket: str, res: PipelineResult) -> dict:
     """Numbers a person wants after a run, read back from the analytics store and the catalog."""
     from dim.estate import estate_cost
@@ -119,6 +134,7 @@ def summarize(settings: Settings, store, bucket: str, res: PipelineResult) -> di
     return {
         "events_ingested": int(events),
         "objects": res.replay.get("objects", 0),
+        "flow": res.flow,
         "moves_planned": res.solver.get("moves", 0),
         "moves_done": int(done["n"]),
         "moves_failed": int(res.mover.get("failed", 0)),

@@ -21,6 +21,7 @@ class Pending:
     p: float  # the p_hot served when the prediction was made (for honest prequential evaluation)
     reads: int = 0
     basis: dict[str, float] | None = None  # the model's transform of x, when the predictor computed it already
+    prior: float | None = None  # the heat prior's p_hot at `at`, which the model must beat to serve (flows/model.py)
 
 
 @dataclass(slots=True)
@@ -31,6 +32,7 @@ class Labelled:
     p: float
     y: bool
     basis: dict[str, float] | None = None
+    prior: float | None = None
 
 
 class DelayedLabels:
@@ -44,9 +46,13 @@ class DelayedLabels:
     def __len__(self) -> int:
         return len(self._heap)
 
+    def pending(self) -> list[Pending]:
+        """The predictions waiting for their label, in no particular order."""
+        return [entry for _, _, entry in self._heap]
+
     def add(self, key: str, at: float, x: dict[str, float], p: float,
-            basis: dict[str, float] | None = None) -> None:
-        entry = Pending(key, at, x, p, basis=basis)
+            basis: dict[str, float] | None = None, prior: float | None = None) -> None:
+        entry = Pending(key, at, x, p, basis=basis, prior=prior)
         heapq.heappush(self._heap, (at + self.horizon_s, self._seq, entry))
         self._seq += 1
         self._by_key.setdefault(key, []).append(entry)
@@ -83,5 +89,5 @@ class DelayedLabels:
                 entries.remove(e)
                 if not entries:
                     del self._by_key[e.key]
-            out.append(Labelled(e.key, e.at, e.x, e.p, e.reads >= self.hot_reads, e.basis))
+            out.append(Labelled(e.key, e.at, e.x, e.p, e.reads >= self.hot_reads, e.basis, e.prior))
         return out

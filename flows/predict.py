@@ -14,7 +14,7 @@ from flows.model import OnlineModel, hat_bins
 
 class RiverPredictor:
     def __init__(self, horizon_s: float, hot_reads: int, seed: int = 0, forest_fraction: float = 0.05,
-                 warmup: int = 200, window: int = 2000, forest_models: int = 5, forest_kind: str = "amf",
+                 warmup: int = 100, window: int = 2000, forest_models: int = 5, forest_kind: str = "amf",
                  label_fraction: float = 1.0, record: bool = False):
         if not 0 < label_fraction <= 1:
             raise ValueError("label_fraction must be in (0, 1]")
@@ -39,10 +39,13 @@ class RiverPredictor:
         # The model's basis of x, computed once: for the prediction and, kept with the label, for its learning.
         basis = hat_bins(x) if labelled or model.uses_basis else None
         p = model.predict(x, basis)
+        # The prior's p_hot: served while no model beats it, and kept with a label so that the model is scored
+        # against it on the same labels (flows/model.py).
+        prior = poisson_at_least(mu, self.hot_reads) if p is None or labelled else None
         if p is None:
-            p = poisson_at_least(mu, self.hot_reads)
+            p = prior
         if labelled:
-            self.labels.add(key, at, x, p, basis)
+            self.labels.add(key, at, x, p, basis, prior)
         return p
 
     def on_read(self, key: str, t: float) -> None:
@@ -52,13 +55,20 @@ class RiverPredictor:
         if not self.labels.due(watermark):  # the common case, once per event: keep it cheap
             return
         for lab in self.labels.pop_due(watermark):
-            self.model.learn(lab.x, lab.y, lab.basis)
+            self.model.learn(lab.x, lab.y, lab.basis, lab.prior)
             self.labels_learned += 1
             lab.basis = None
             if self.record:
                 # Compact: feature values in feature_names() order (dicts of millions of labels do not fit).
                 lab.x = tuple(lab.x.values())
                 self.labelled.append(lab)
+
+    def upgrade_from_format_3(self) -> None:
+        """A predictor restored from a format-3 snapshot (flows.shard.restore_shard): its pending predictions
+        carry no prior, and its model has no scores against the prior yet."""
+        for pending in self.labels.pending():
+            pending.prior = None
+        self.model.upgrade_from_format_3()
 
 
 def make_predictor(settings, shard_id: int = 0, record: bool = False) -> RiverPredictor:

@@ -39,7 +39,7 @@ HOT, COLD, NEW, GONE = "hot", "cold", "new", "gone"
 # (3: the shard remembers request ids (flows.dedup); 2: flows.horizon_reads keeps its ladder per size class;
 # 1, implicit: everything before), so a flow restarted on an old recovery store stops with StateFormatError instead
 # of failing somewhere deep in the core. Format 2 is upgraded on restore (restore_shard).
-STATE_FORMAT = 3
+STATE_FORMAT = 4
 
 
 class StateFormatError(RuntimeError):
@@ -260,8 +260,8 @@ class ShardState:
             "labels_pending": len(labels) if labels is not None else 0,
             "labels_learned": getattr(predictor, "labels_learned", 0),
             "model": model.summary() if model is not None else None,
-            # what serves p_hot now: the heat's Poisson prior until the model has `warmup` scored labels
-            "p_hot_from": model.selected if model is not None and model.scored >= model.warmup else "prior",
+            # what serves p_hot now: the heat's Poisson prior until a model has `warmup` labels and beats it
+            "p_hot_from": model.selected if model is not None else "prior",
             "state_format": self.state_format,
         }
 
@@ -471,7 +471,14 @@ def restore_shard(blob: bytes, where: str = "a recovery snapshot") -> ShardState
         # are not recognised; that is all that is lost).
         shard.requests = RequestMemory(shard.params.repeat_window_s)
         shard.repeats = 0
-        shard.state_format = found = STATE_FORMAT
+        shard.state_format = found = 3
+    if found == 3:
+        # Format 4 scores the model against the heat prior (flows/model.py): nothing is lost, the comparison
+        # starts empty.
+        upgrade = getattr(shard.predictor, "upgrade_from_format_3", None)
+        if upgrade is not None:
+            upgrade()
+        shard.state_format = found = 4
     if found != STATE_FORMAT:
         raise StateFormatError(
             f"{where} holds shard state format {found}, this flow reads format {STATE_FORMAT}: it was written by "

@@ -57,6 +57,10 @@ def _moves(stack_settings, res):
 def test_pipeline_moves_objects(pipeline):
     s = pipeline.summary
     assert s["events_ingested"] == 4550
+    # the flow's shards learnt from delayed labels (the sample spans 65 days of event time, a label is due a day
+    # after its prediction); what serves p_hot is named per shard
+    assert s["flow"]["events"] >= 4550 and s["flow"]["labels_learned"] > 0
+    assert sum(s["flow"]["p_hot_from"].values()) == s["flow"]["shards"] > 0
     assert s["moves_done"] > 0 and s["moves_failed"] == 0
     assert s["bytes_moved"] > 0
     # Every catalogued replica is stored as catalogued, every object has RF of them, nothing is left behind.

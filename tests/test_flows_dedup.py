@@ -125,9 +125,38 @@ def test_a_format_2_snapshot_is_upgraded_with_an_empty_request_memory():
     del shard.requests, shard.repeats
     object.__delattr__(shard.params, "dedup_window_s")  # a format-2 snapshot's FlowParams had no such field
     restored = restore_shard(pickle.dumps(shard))
-    assert restored.state_format == STATE_FORMAT == 3 and restored.repeats == 0
+    assert restored.state_format == STATE_FORMAT == 4 and restored.repeats == 0
     assert restored.requests.window_s == LATENESS and len(restored.requests) == 0
     assert restored.on_event("b/k", T0 + 1, "GET", 10, 10, out, "R1") and restored.objects["b/k"].reads == 2
+
+
+def test_a_format_3_snapshot_is_upgraded_and_its_model_keeps_serving():
+    # Format 4 keeps the heat prior's p_hot with each pending label and scores the model against it. A format-3
+    # state has neither: its pending labels get no prior, its model keeps serving by its label count.
+    from flows.model import BINNED, FOREST, PRIOR
+
+    s = SETTINGS.model_copy(deep=True)
+    s.flow.model_warmup, s.flow.label_fraction = 5, 1.0
+    shard, out = ShardState(FlowParams.from_settings(s), make_predictor(s, shard_id=0)), []
+    for i in range(400):
+        shard.on_event(f"b/o{i % 7}", T0 + 1800.0 * i, "GET", 10, 10, out, f"R{i}")
+    model, labels = shard.predictor.model, shard.predictor.labels
+    assert model.learned >= 5 and len(labels) > 0 and model.selected != PRIOR
+    shard.state_format = 3
+    del model.vs_prior, model.prior_scored
+    model.selected = BINNED
+    for pending in labels.pending():
+        object.__delattr__(pending, "prior")
+    restored = restore_shard(pickle.dumps(shard))
+    rmodel = restored.predictor.model
+    assert restored.state_format == STATE_FORMAT == 4 and rmodel.prior_scored == 0
+    assert rmodel.selected in (BINNED, FOREST)  # serving by its count, as before the upgrade
+    assert all(pending.prior is None for pending in restored.predictor.labels.pending())
+    learned = rmodel.learned
+    for i in range(400, 500):  # the old labels fall due (learned without a prior score), then new ones with it
+        restored.on_event(f"b/o{i % 7}", T0 + 1800.0 * i, "GET", 10, 10, out, f"R{i}")
+    assert rmodel.learned > learned and 0 < rmodel.prior_scored < rmodel.learned - learned + 1
+    assert restored.summary()["p_hot_from"] == rmodel.selected
 
 
 def test_the_window_is_the_allowed_lateness_unless_set():

@@ -84,6 +84,43 @@ def test_the_binned_logistic_regression_wins_an_additive_concept():
     assert m.selected == BINNED and m.scores[BINNED].get() < m.scores[FOREST].get()
 
 
+def test_the_prior_serves_until_the_regression_beats_it_on_the_same_labels():
+    # The heat prior is a contender: a model replaces it only with `warmup` labels and a lower rolling log loss
+    # than the prior's on the same labels - and gives way to it again when it stops being better.
+    from flows.model import PRIOR
+
+    rng = random.Random(4)
+
+    def labels(n, informative_prior):
+        for _ in range(n):
+            a, b = rng.random(), rng.random()
+            p_true = 0.05 + 0.9 * a if not informative_prior else 0.05 + 0.9 * b
+            # the features carry `a`; the prior knows `b` (when informative) or says 0.5
+            yield {"read_ratio_a": a}, rng.random() < p_true, (p_true if informative_prior else 0.5)
+
+    m = OnlineModel(seed=1, forest_fraction=0.05, warmup=100, window=300)
+    for i, (x, y, prior) in enumerate(labels(99, informative_prior=False)):
+        m.learn(x, y, prior=prior)
+        assert m.selected == PRIOR and m.predict(x) is None  # warming up, however good it already is
+    for x, y, prior in labels(400, informative_prior=False):
+        m.learn(x, y, prior=prior)
+    assert m.selected == BINNED and m.predict({"read_ratio_a": 0.9}) > 0.6
+    assert m.vs_prior[BINNED].get() < m.vs_prior[PRIOR].get()
+    # The world changes: what the model sees stops mattering and the prior knows the answer.
+    for x, y, prior in labels(600, informative_prior=True):
+        m.learn(x, y, prior=prior)
+    assert m.selected == PRIOR and m.predict({"read_ratio_a": 0.9}) is None
+    assert m.summary()["prior_scored"] == 1099 and m.summary()["selected"] == PRIOR
+
+
+def test_without_a_prior_the_model_serves_by_its_label_count():
+    m = OnlineModel(seed=1, forest_fraction=0.05, warmup=30, window=300)
+    for i in range(30):
+        assert m.predict({"write_share": 0.5}) is None
+        m.learn({"write_share": 0.5}, i % 2 == 0)
+    assert m.selected == BINNED and m.predict({"write_share": 0.5}) is not None and m.prior_scored == 0
+
+
 def test_the_basis_spreads_each_value_over_its_two_nearest_knots_and_adds_the_log_ratios():
     from flows.model import hat_bins
 

@@ -109,7 +109,7 @@ def test_a_shard_restored_from_any_snapshot_continues_exactly_as_an_uninterrupte
     assert dumped(out) == dumped(whole_out)
     # what the examples reach (pytest --hypothesis-show-statistics): ~1 in 4 has the model serving
     model = whole.predictor.model
-    event("model: " + ("serving" if model.scored >= model.warmup else "learning" if model.learned else "prior"))
+    event("model: " + ("serving" if model.selected != "prior" else "learning" if model.learned else "prior"))
     event(f"late events: {bool(whole.late_events)}")
     assert (shard.events, shard.late_events, shard.predictor.labels_learned) == (
         whole.events, whole.late_events, whole.predictor.labels_learned)
