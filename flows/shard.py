@@ -16,8 +16,12 @@ crosses a multiple of `heat_interval_s`, an ObjectHeat snapshot of every object 
 emitted. `finish()` (end of a bounded run) evaluates every object at the shard clock.
 
 Candidate.expected_reads is the mean over the solver's planning horizon (per `horizon_s`), estimated from the
-shard's own past by flows.horizon_reads (chain ladder over (reads so far, idle time)); the heat's extrapolation
-(flows.heat.expected_reads) only until the shard has seen enough, and as the p_hot prior.
+shard's own past by flows.horizon_reads (chain ladder over (reads so far, idle time)). Until the shard has seen
+enough for that estimate (a fresh shard: the ladder's first period takes a day of event time and `reads_min_count`
+observations), no "new" or "cold" candidate is emitted - the object stays where it is - because the only other
+estimate, the heat's extrapolation (flows.heat.expected_reads, also the p_hot prior), is wrong in both directions
+and a move down made on it costs money (docs/flows.md). "Hot" candidates (a move up protects the latency SLA) and
+"gone" ones are emitted with the heat's estimate meanwhile.
 """
 
 from __future__ import annotations
@@ -209,11 +213,13 @@ class ShardState:
             self.clock = t
 
         if op == "PUT" and (not was_seen or was_gone) and not rec.gone:
-            self._emit(key, rec, at, NEW, self._evaluate(key, rec, at), out)
+            evaluation = self._evaluate(key, rec, at)
+            if evaluation[4]:  # uncalibrated: not offered (see the module's docstring)
+                self._emit(key, rec, at, NEW, evaluation, out)
         elif op == "DELETE" and rec.gone and not was_gone:
             self.hot.discard(key)
             h = p.heat
-            self._emit(key, rec, at, GONE, (0.0, 0.0, rec.read_heat(h, at), rec.write_heat(h, at)), out)
+            self._emit(key, rec, at, GONE, (0.0, 0.0, rec.read_heat(h, at), rec.write_heat(h, at), True), out)
         elif not rec.gone:
             if at >= rec.next_eval:
                 self._consider(key, rec, at, out)
@@ -275,15 +281,17 @@ class ShardState:
         self._heat_snapshots(self.clock, out)
 
     # -- decisions ----------------------------------------------------------------------------------------
-    def _evaluate(self, key: str, rec: ObjectRecord, at: float) -> tuple[float, float, list[float], list[float]]:
-        """p_hot, expected reads and the read/write heat of `rec` at `at` (computed once, used by all)."""
+    def _evaluate(self, key: str, rec: ObjectRecord, at: float) -> tuple[float, float, list[float], list[float], bool]:
+        """p_hot, expected reads, the read/write heat of `rec` at `at` (computed once, used by all) and whether the
+        expected reads are calibrated (flows.horizon_reads) rather than the heat's extrapolation."""
         p, h = self.params, self.params.heat
         rh, wh = rec.heats(h, at)
         mu = expected_reads(h, rec, at, p.horizon_s, rh)
         rec.p_hot = self.predictor.on_evaluate(self, key, rec, at, mu, rh, wh)
         rec.next_eval = at + p.eval_interval_s
         rec.eval_due = False
-        return rec.p_hot, self._planning_reads(rec, at, mu, rh), rh, wh
+        reads, calibrated = self._planning_reads(rec, at, mu, rh)
+        return rec.p_hot, reads, rh, wh, calibrated
 
     def _activity(self, rec: ObjectRecord, at: float, rh: list[float]) -> float:
         """Reads decayed to the last access with the longest half-life (flows.horizon_reads' activity), from the
@@ -298,25 +306,30 @@ class ShardState:
         s = rec.read_sums[i]
         return s * math.exp(-lam * (rec.last_access - rec.ref)) if s else 0.0
 
-    def _planning_reads(self, rec: ObjectRecord, at: float, heat_mu: float, rh: list[float]) -> float:
-        """Expected reads per `horizon_s`, averaged over the planning horizon (so the solver's linear scaling to
-        its horizon gives the calibrated total); the heat's `heat_mu` until the calibration has an estimate."""
+    def _planning_reads(self, rec: ObjectRecord, at: float, heat_mu: float, rh: list[float]) -> tuple[float, bool]:
+        """(Expected reads per `horizon_s`, averaged over the planning horizon (so the solver's linear scaling to
+        its horizon gives the calibrated total), True); (the heat's `heat_mu`, False) until the calibration has an
+        estimate."""
         if rec.gone:
-            return 0.0
+            return 0.0, True
         e = self.horizon_reads.estimate(self._activity(rec, at, rh), at - rec.last_access, rec.size)
         if e is None:
-            return heat_mu
-        return e * self.params.horizon_s / self.params.planning_horizon_s
+            return heat_mu, False
+        return e * self.params.horizon_s / self.params.planning_horizon_s, True
 
     def _consider(self, key: str, rec: ObjectRecord, at: float, out: list) -> None:
         evaluation = self._evaluate(key, rec, at)
         p_hot, p = evaluation[0], self.params
-        if p_hot >= p.hot_threshold and rec.outlook != HOT:
-            self.hot.add(key)
-            self._emit(key, rec, at, HOT, evaluation, out)
+        if p_hot >= p.hot_threshold:
+            self.hot.add(key)  # (again, if it left the sweep while uncalibrated)
+            if rec.outlook != HOT:
+                self._emit(key, rec, at, HOT, evaluation, out)
         elif p_hot <= p.cold_threshold and rec.outlook != COLD:
-            self.hot.discard(key)
-            self._emit(key, rec, at, COLD, evaluation, out)
+            self.hot.discard(key)  # no longer swept: idle re-checks follow it (below)
+            if evaluation[4]:
+                self._emit(key, rec, at, COLD, evaluation, out)
+            # else: not offered, and its outlook stays (a "hot" one is not offered as hot again); the idle
+            # re-checks or its next access offer it once the estimate is calibrated
         self._follow_idle(key, rec, at, evaluation[2])
 
     def _follow_idle(self, key: str, rec: ObjectRecord, at: float, rh: list[float]) -> None:
@@ -354,7 +367,7 @@ class ShardState:
     def _recheck_idle(self, at: float, out: list) -> None:
         """Idle re-checks due by `at`: observe sampled objects, offer idle ones to the solver as "cold" with the
         reads expected at their idle time, schedule the next step. Objects accessed since are followed by the
-        chain of their newer access, and "hot" ones by the sweep."""
+        chain of their newer access, and hot ones (in `self.hot`) by the sweep."""
         p, due, h = self.params, self.idle_due, self.params.heat
         while due and due[0][0] <= at:
             when, key, la = heapq.heappop(due)
@@ -371,9 +384,9 @@ class ShardState:
             rh, wh = rec.heats(h, at)
             if self.horizon_reads.sampled(key):
                 self._observe(key, rec, at, rh, at - la)
-            if rec.size >= p.recheck_min_bytes and rec.outlook != HOT:
+            if rec.size >= p.recheck_min_bytes and key not in self.hot:
                 evaluation = self._evaluate_idle(rec, at, rh, wh)
-                if evaluation[0] <= p.cold_threshold:
+                if evaluation[0] <= p.cold_threshold and evaluation[4]:
                     self._emit(key, rec, at, COLD, evaluation, out)
             nxt = next((s for s in p.idle_recheck_s if la + s > at), None)
             if nxt is None:
@@ -382,13 +395,14 @@ class ShardState:
                 self._queue_idle(key, la + nxt, la)
 
     def _evaluate_idle(self, rec: ObjectRecord, at: float, rh: list[float],
-                       wh: list[float]) -> tuple[float, float, list[float], list[float]]:
+                       wh: list[float]) -> tuple[float, float, list[float], list[float], bool]:
         """An idle re-check's evaluation: the heat prior for p_hot (the object has had no event since the model's
         last evaluation of it; the re-check is about reads over the planning horizon, not the next `horizon_s`)."""
         p, h = self.params, self.params.heat
         mu = expected_reads(h, rec, at, p.horizon_s, rh)
         rec.p_hot = poisson_at_least(mu, p.hot_reads)
-        return rec.p_hot, self._planning_reads(rec, at, mu, rh), rh, wh
+        reads, calibrated = self._planning_reads(rec, at, mu, rh)
+        return rec.p_hot, reads, rh, wh, calibrated
 
     def _sweep(self, out: list) -> None:
         at = self.clock
@@ -404,7 +418,7 @@ class ShardState:
     def _emit(self, key: str, rec: ObjectRecord, at: float, outlook: str, evaluation, out: list) -> None:
         rec.outlook = outlook
         p, h = self.params, self.params.heat
-        p_hot, mu, rh, wh = evaluation
+        p_hot, mu, rh, wh, _ = evaluation
         bucket, obj = split_object_key(key)
         out.append(
             Candidate(

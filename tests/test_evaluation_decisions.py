@@ -73,8 +73,12 @@ def test_sampling_does_not_follow_the_partitioner():
         assert 0.4 < share < 0.6
 
 
-def _run(events, params=None):
+def _run(events, params=None, knows_reads=False):
     shard = ShardState(params or FlowParams())
+    if knows_reads:
+        # A calibration that always has an estimate (none read again): the re-check chain apart from the
+        # calibration's own warm-up (tested above and in test_uncalibrated_objects_are_not_offered_for_a_move_down).
+        shard.horizon_reads.estimate = lambda activity, idle_s, size: 0.0
     out = []
     for key, t, size in events:
         shard.on_event(key, t, "GET", size, size, out)
@@ -88,7 +92,7 @@ def _clock(days, every_h=6):
 def test_idle_objects_are_rechecked_at_each_step_and_a_read_restarts_the_chain():
     events = sorted(_clock(80) + [("b/big", 0.0, 50 * MB), ("b/small", 0.0, 100_000), ("b/big", 20 * DAY, 50 * MB)],
                     key=lambda e: e[1])
-    _, cands = _run(events)
+    _, cands = _run(events, knows_reads=True)
     big = [round((c.as_of - c.last_access) / DAY, 2) for c in cands if c.key == "big" and c.outlook == "cold"]
     # day 0 (first read), idle 1, 3, 7, 14 d; read on day 20 (cold already: no candidate); idle 1 .. 60 d again
     assert big == [0.0, 1.0, 3.0, 7.0, 14.0, 1.0, 3.0, 7.0, 14.0, 30.0, 60.0]
@@ -118,3 +122,32 @@ def test_decisions_see_no_future_and_survive_recovery():
         shard.on_event(key, t, "GET", size, size, out)
     assert [c.model_dump() for c in out if isinstance(c, Candidate)] == [c.model_dump() for c in plain]
     assert any(c.as_of - c.last_access >= 7 * DAY for c in plain)  # the run did re-check idle objects
+
+
+def test_uncalibrated_objects_are_not_offered_for_a_move_down():
+    # A fresh shard cannot estimate reads over the planning horizon (the calibration needs a day of event time and
+    # reads_min_count observations); the heat's extrapolation is wrong in both directions, and a move down made on
+    # it costs money. So: no "new" and no "cold" candidate until the estimate is calibrated; "hot" ones are
+    # emitted (a move up protects the SLA). A hot object that cools meanwhile leaves the sweep, keeps its outlook,
+    # and is offered as cold by its next idle re-check once the calibration knows.
+    shard, out = ShardState(FlowParams()), []
+    shard.on_event("b/x", 0.0, "PUT", 5 * MB, 5 * MB, out)  # created: no "new" candidate yet
+    for i in range(10):  # a burst of reads: hot
+        shard.on_event("b/x", 60.0 * (i + 1), "GET", 5 * MB, 5 * MB, out)
+    shard.on_event("b/quiet", 0.0, "GET", 5 * MB, 5 * MB, out)
+    for h in range(1, 24 * 10):  # ten idle days, by the hour
+        shard.on_event("b/clock", h * 3600.0, "GET", 1000, 1000, out)
+    offered = [(c.key, c.outlook) for c in out if isinstance(c, Candidate)]
+    assert offered == [("x", "hot"), ("clock", "hot")]  # (the clock's hourly reads make it hot too)
+    x = shard.objects["b/x"]
+    assert x.p_hot <= shard.params.cold_threshold and x.outlook == "hot" and "b/x" not in shard.hot
+    shard.horizon_reads.estimate = lambda activity, idle_s, size: 0.0  # the calibration now knows
+    shard.on_event("b/clock", 15 * 24 * 3600.0, "GET", 1000, 1000, out)  # past x's re-check at 14 days idle
+    offered = [(c.key, c.outlook, round(c.as_of - c.last_access)) for c in out if isinstance(c, Candidate)]
+    assert [o for o in offered[2:] if o[0] != "clock"] == [("quiet", "cold", 15 * 86400),
+                                                          ("x", "cold", 15 * 86400 - 600)]
+    # the same stream on a calibrated shard offers the new object at once
+    shard, out = ShardState(FlowParams()), []
+    shard.horizon_reads.estimate = lambda activity, idle_s, size: 0.0
+    shard.on_event("b/x", 0.0, "PUT", 5 * MB, 5 * MB, out)
+    assert [(c.key, c.outlook) for c in out if isinstance(c, Candidate)] == [("x", "new")]

@@ -23,6 +23,9 @@ def flow_settings(private_stack_settings, tmp_path):
     s = private_stack_settings.model_copy(deep=True)
     s.flow.recovery_dir = tmp_path / "recovery"
     s.flow.snapshot_interval_s = 1.0
+    # A handful of objects: every one sampled, and one observation calibrates a state, so a shard can estimate
+    # reads over the planning horizon (and offer cold candidates, flows/shard.py) within these small streams.
+    s.flow.reads_sample_every, s.flow.reads_min_count = 1, 1
     return s
 
 

@@ -141,6 +141,7 @@ def test_offline_core_learns_from_delayed_labels_and_is_deterministic():
     s = Settings()
     s.flow.model_warmup = 20
     s.flow.forest_fraction = 0.5
+    s.flow.reads_min_count = 10  # a small stream: let the calibration know reads soon, so "cold" is offered
     rng = random.Random(5)
     events = []
     for i in range(4000):
