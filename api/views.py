@@ -44,10 +44,10 @@ GROUP BY time ORDER BY time"""),
     View("Reads per interval", "timeseries", 0, f"""SELECT $__timeInterval(hour) AS time, sum(gets) AS reads, sum(puts) AS writes
 FROM ${{database}}.{t.ACCESS_HOURLY} FINAL WHERE $__timeFilter(hour)
 GROUP BY time ORDER BY time"""),
-    View("Heat distribution (p_hot of the latest snapshot per object)", "barchart", 1, f"""SELECT toString(floor(p_hot * 10) / 10) AS p_hot_from, count() AS objects
+    View("Heat distribution (p_hot of the latest snapshot per object)", "barchart", 1, f"""SELECT toString(floor(p_hot * 10) / 10) AS p_hot_bin, count() AS objects
 FROM ${{database}}.{t.OBJECT_HEAT_LATEST} FINAL
 WHERE p_hot IS NOT NULL
-GROUP BY p_hot_from ORDER BY p_hot_from"""),
+GROUP BY p_hot_bin ORDER BY p_hot_bin"""),
     View("Stored GB by tier", "timeseries", 0, f"""SELECT toDateTime(day) AS time, tier, sum(gb_days) AS gb
 FROM ${{database}}.{t.COST_LEDGER} FINAL WHERE $__dateFilter(day)
 GROUP BY time, tier HAVING gb > 0 ORDER BY time"""),

@@ -130,6 +130,12 @@ def summarize(settings: Settings, store, bucket: str, res: PipelineResult) -> di
     done = store.query(
         f"SELECT count() AS n, sum(bytes) AS b FROM {t('move_events')} FINAL "
         f"WHERE bucket = {{b:String}} AND state = 'deleted'", {"b": bucket})[0]
+    # What the executed moves cost once (requests, retrieval, early deletion: the solver's transition costs), so
+    # the monthly saving below is not read as free.
+    spent = store.query(
+        f"SELECT sum(transition_cost_usd) AS usd FROM {t('moves')} FINAL WHERE bucket = {{b:String}} AND move_id IN "
+        f"(SELECT move_id FROM {t('move_events')} FINAL WHERE bucket = {{b:String}} AND state = 'deleted')",
+        {"b": bucket})[0]["usd"] or 0.0
     before, after = estate_cost(settings, store, bucket)
     return {
         "events_ingested": int(events),
@@ -141,6 +147,9 @@ def summarize(settings: Settings, store, bucket: str, res: PipelineResult) -> di
         "bytes_moved": int(res.mover.get("bytes_moved", done["b"] or 0)),
         "monthly_cost_before_usd": round(before, 4),
         "monthly_cost_after_usd": round(after, 4),
+        "moves_cost_usd": round(spent, 4),
+        # months of the estimated saving that pay the moves back (None: nothing saved)
+        "payback_months": round(spent / (before - after), 2) if before > after else None,
         "audit": res.audit,
     }
 
