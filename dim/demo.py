@@ -16,6 +16,7 @@ import json
 import shutil
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,11 +114,9 @@ def flow_summary(settings: Settings) -> dict:
     from flows.run import load_shard_states
 
     shards = [state.summary() for state in load_shard_states(settings.recovery_dir).values()]
-    served: dict[str, int] = {}
-    for shard in shards:
-        served[shard["p_hot_from"]] = served.get(shard["p_hot_from"], 0) + 1
     return {"shards": len(shards), "events": sum(s["events"] for s in shards),
-            "labels_learned": sum(s["labels_learned"] for s in shards), "p_hot_from": served}
+            "labels_learned": sum(s["labels_learned"] for s in shards),
+            "p_hot_from": dict(Counter(s["p_hot_from"] for s in shards))}
 
 
 def summarize(settings: Settings, store, bucket: str, res: PipelineResult) -> dict:

@@ -40,9 +40,10 @@ from schemas import Candidate, ObjectHeat
 HOT, COLD, NEW, GONE = "hot", "cold", "new", "gone"
 
 # Layout of a pickled ShardState (recovery snapshots). Raise it whenever a change makes older snapshots unusable
-# (3: the shard remembers request ids (flows.dedup); 2: flows.horizon_reads keeps its ladder per size class;
-# 1, implicit: everything before), so a flow restarted on an old recovery store stops with StateFormatError instead
-# of failing somewhere deep in the core. Format 2 is upgraded on restore (restore_shard).
+# (4: pending labels keep the heat prior's p_hot and the model is scored against it (flows.model); 3: the shard
+# remembers request ids (flows.dedup); 2: flows.horizon_reads keeps its ladder per size class; 1, implicit:
+# everything before), so a flow restarted on an old recovery store stops with StateFormatError instead of failing
+# somewhere deep in the core. Formats 2 and 3 are upgraded on restore (restore_shard).
 STATE_FORMAT = 4
 
 

@@ -68,9 +68,11 @@ def test_pipeline_moves_objects(pipeline):
     assert s["audit"]["replicas"] >= 2 * s["objects"]
     assert sum(s["audit"]["counts"].values()) == 0, s["audit"]
     assert s["monthly_cost_after_usd"] < s["monthly_cost_before_usd"]
-    # the moves' one-off cost, and how many months of the saving pay it back
-    assert s["moves_cost_usd"] > 0 and s["payback_months"] == pytest.approx(
-        s["moves_cost_usd"] / (s["monthly_cost_before_usd"] - s["monthly_cost_after_usd"]), rel=0.05)
+    # the moves' one-off cost, and how many months of the saving pay it back (computed before the summary rounds
+    # the dollars to 4 decimals and the months to 2: checked within what that rounding allows)
+    cost, saving, e = s["moves_cost_usd"], s["monthly_cost_before_usd"] - s["monthly_cost_after_usd"], 0.00005
+    low, high = (cost - e) / (saving + 2 * e) - 0.005, (cost + e) / max(saving - 2 * e, 1e-9) + 0.005
+    assert cost > 0 and low <= s["payback_months"] <= high
 
 
 def test_moved_object_changed_bucket_bytes_identical_old_replica_gone(stack_settings, pipeline):
