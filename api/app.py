@@ -18,6 +18,7 @@ from api.models import (
     AuditPage,
     Costs,
     DeadLetterPage,
+    FlowShards,
     Health,
     MovePage,
     ObjectDetail,
@@ -26,6 +27,7 @@ from api.models import (
     PlanPage,
     Problem,
     Savings,
+    ShardStatusPage,
     Sla,
 )
 from api.store import AnalyticsStore, StoreError
@@ -198,6 +200,22 @@ def create_app(settings: Settings, store: AnalyticsStore, ingest_stats=None) -> 
     ) -> dict:
         items, nxt = queries.list_dead_letters(store, source_topic=source_topic, cursor=cursor, limit=limit,
                                                repeats=repeats)
+        return {"items": items, "next_cursor": nxt}
+
+    @app.get("/flow/status", response_model=FlowShards, dependencies=guarded)
+    def flow_status(store: Store) -> dict:
+        """What each flow shard knows and how its p_hot model scores against the heat prior, newest status."""
+        return {"items": queries.latest_shard_status(store)}
+
+    @app.get("/flow/status/{shard}", response_model=ShardStatusPage, dependencies=guarded)
+    def shard_status(
+        store: Store, limit: Limit,
+        shard: Annotated[int, Path(ge=0, le=65535)],
+        cursor: Annotated[str | None, Query(max_length=4096)] = None,
+    ) -> dict:
+        items, nxt = queries.shard_status_history(store, shard, cursor=cursor, limit=limit)
+        if not items and cursor is None:
+            raise HTTPException(404, f"no status of flow shard {shard} in the analytics store")
         return {"items": items, "next_cursor": nxt}
 
     analytics.add_routes(app, guarded)

@@ -1,5 +1,6 @@
 """Prometheus exposition for /metrics: ingest progress and consumer lag, rows per table, moves by state,
-failures. Built per scrape in a fresh registry (values come from the store and the in-process ingester)."""
+failures, the newest audit, each flow shard's clock and model. Built per scrape in a fresh registry (values come
+from the store and the in-process ingester)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,34 @@ def _last_audit(store: AnalyticsStore, reg: CollectorRegistry) -> None:
         time.time() - a["started_at"])
 
 
+def _flow_shards(store: AnalyticsStore, reg: CollectorRegistry) -> None:
+    """The newest ShardStatus of every flow shard: alert on an event-time clock that stops, or on a model that no
+    longer beats the heat prior (dim_flow_model_serving == 0 after warm-up)."""
+    from api.queries import latest_shard_status
+
+    shards = latest_shard_status(store)
+    if not shards:
+        return
+    clock = Gauge("dim_flow_event_time_seconds", "Event time a flow shard has reached (its clock)", ["shard"],
+                  registry=reg)
+    serving = Gauge("dim_flow_model_serving", "1 if a learned model serves p_hot, 0 if the heat prior does",
+                    ["shard"], registry=reg)
+    learned = Gauge("dim_flow_labels_learned", "Delayed labels the shard's model has learned", ["shard"],
+                    registry=reg)
+    late = Gauge("dim_flow_late_events", "Events counted later than the allowed lateness", ["shard"], registry=reg)
+    loss = Gauge("dim_flow_logloss", "Rolling log loss of p_hot on the same delayed labels", ["shard", "scorer"],
+                 registry=reg)
+    for s in shards:
+        shard = str(s["shard"])
+        clock.labels(shard).set(s["as_of"])
+        serving.labels(shard).set(int(s["p_hot_from"] != "prior"))
+        learned.labels(shard).set(s["labels_learned"])
+        late.labels(shard).set(s["late_events"])
+        for scorer, column in (("model", "regression_logloss"), ("prior", "prior_logloss")):
+            if s[column] is not None:
+                loss.labels(shard, scorer).set(s[column])
+
+
 def exposition(store: AnalyticsStore, settings: Settings, stats) -> tuple[bytes, str]:
     reg = CollectorRegistry()
     rows = Gauge("dim_store_rows", "Rows per analytics table (deduplicated)", ["table"], registry=reg)
@@ -74,6 +103,7 @@ def exposition(store: AnalyticsStore, settings: Settings, stats) -> tuple[bytes,
             moves.labels(r["state"]).set(r["n"])
         failures.set(sum(r["n"] for r in states if r["state"] in ("failed", "rolled_back")))
         _last_audit(store, reg)
+        _flow_shards(store, reg)
         up.set(1)
     except StoreError:
         up.set(0)

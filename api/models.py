@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from schemas import AuditRecord, DeadLetter, Move, MoveState, Placement, Replica
+from schemas import AuditRecord, DeadLetter, Move, MoveState, Placement, Replica, ShardStatus
 
 
 class Problem(BaseModel):
@@ -184,3 +184,15 @@ AuditSummary = create_model(
 
 class AuditPage(Page):
     items: list[AuditSummary]  # type: ignore[valid-type]
+
+
+class FlowShards(BaseModel):
+    """The newest status of every flow shard, by shard."""
+
+    items: list[ShardStatus]
+
+
+class ShardStatusPage(Page):
+    """One shard's status over event time, newest first."""
+
+    items: list[ShardStatus]

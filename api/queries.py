@@ -400,6 +400,33 @@ def get_audit(store: AnalyticsStore, audit_id: str) -> dict | None:
     return {**rows[0], "findings": findings}
 
 
+# --- flow status ---------------------------------------------------------------------------------------------
+_STATUS_COLS = """shard, toFloat64(as_of) AS as_of, events, late_events, repeats, dead_letters, objects, objects_hot,
+    labels_pending, labels_learned, p_hot_from, labels_scored, regression_logloss, prior_logloss, forest_labels_scored, forest_logloss, forest_share_regression_logloss, reads_states_calibrated, reads_states"""
+
+
+def latest_shard_status(store: AnalyticsStore) -> list[dict]:
+    """The newest ShardStatus of every flow shard, by shard."""
+    return store.query(
+        f"""SELECT {_STATUS_COLS} FROM {store.table(t.FLOW_STATUS)} FINAL
+            ORDER BY shard, as_of DESC LIMIT 1 BY shard""")
+
+
+def shard_status_history(store: AnalyticsStore, shard: int, *, cursor: str | None,
+                         limit: int) -> tuple[list[dict], str | None]:
+    """One shard's statuses, newest first."""
+    where = ["shard = {s:UInt16}"]
+    params: dict[str, Any] = {"s": shard, "limit": limit + 1}
+    if cursor:
+        (c_at,) = decode_cursor(cursor, (float,))
+        where.append("toFloat64(as_of) < {c_at:Float64}")
+        params["c_at"] = c_at
+    rows = store.query(
+        f"""SELECT {_STATUS_COLS} FROM {store.table(t.FLOW_STATUS)} FINAL WHERE {' AND '.join(where)}
+            ORDER BY as_of DESC LIMIT {{limit:UInt32}}""", params, settings=SMALL_READ)
+    return keyset_page(rows, limit, lambda last: [last["as_of"]])
+
+
 # --- dead letters ---------------------------------------------------------------------------------------------
 def list_dead_letters(store: AnalyticsStore, *, source_topic: str | None, cursor: str | None,
                       limit: int, repeats: bool | None = None) -> tuple[list[dict], str | None]:

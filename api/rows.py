@@ -24,6 +24,7 @@ from schemas import (
     ObjectHeat,
     Placement,
     PlacementPlan,
+    ShardStatus,
     topics,
 )
 from schemas import tables as t
@@ -38,6 +39,7 @@ MODEL_OF_TOPIC: dict[str, type[BaseModel]] = {
     topics.PLACEMENTS: Placement,
     topics.DEAD_LETTERS: DeadLetter,
     topics.AUDITS: AuditRecord,
+    topics.FLOW_STATUS: ShardStatus,
 }
 
 MAX_PAYLOAD = 4096
@@ -48,7 +50,8 @@ Rows = dict[str, list[dict[str, Any]]]
 # ClickHouse parses an out-of-range number silently (2**70 into UInt64 reads as 0): check before inserting.
 UINT64 = (0, 2**64 - 1)
 SIGNED_COLUMNS = {"partition": (-(2**31), 2**31 - 1), "offset": (-(2**63), 2**63 - 1)}  # dead_letters
-NARROW_COLUMNS = {"_partition": (0, 2**16 - 1), "attempt": (0, 2**32 - 1)}
+NARROW_COLUMNS = {"_partition": (0, 2**16 - 1), "shard": (0, 2**16 - 1), "attempt": (0, 2**32 - 1),
+                  "reads_states": (0, 2**32 - 1), "reads_states_calibrated": (0, 2**32 - 1)}
 # DateTime64(3) columns hold 1900..2299; our times are Unix seconds, not before 1970.
 TIME_COLUMNS = {"event_time", "as_of", "first_seen", "last_access", "created_at", "ts", "updated_at", "started_at",
                 "finished_at"}
@@ -116,6 +119,8 @@ def model_rows(record: BaseModel, coords: dict[str, int]) -> Rows:
         findings = d.pop("findings")
         head = {"audit_id": record.audit_id, "started_at": record.started_at}
         return {t.AUDITS: [{**d, **coords}], t.AUDIT_FINDINGS: [{**head, **f, **coords} for f in findings]}
+    if isinstance(record, ShardStatus):
+        return {t.FLOW_STATUS: [{**d, **coords}]}
     raise TypeError(f"no table for {type(record).__name__}")
 
 

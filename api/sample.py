@@ -22,6 +22,7 @@ from schemas import (
     Placement,
     PlacementPlan,
     Replica,
+    ShardStatus,
     topics,
 )
 from schemas import tables as t
@@ -50,6 +51,7 @@ class ApiDataset:
     moved_key: str = KEYS[0]
     failed_key: str = KEYS[1]
     audit_id: str = ""
+    shard: int = 0  # the data set's own flow shard (derived from its bucket, so data sets do not collide)
 
 
 def build_records(bucket: str, plan_id: str, start: float,
@@ -149,8 +151,17 @@ def build_records(bucket: str, plan_id: str, start: float,
         t.ACCESS_EVENTS: ds.gets + ds.puts, t.OBJECT_HEAT: 2 * len(KEYS), t.OBJECT_HEAT_LATEST: len(KEYS),
         t.CANDIDATES: len(KEYS), t.PLANS: 1, t.MOVES: 2, t.MOVE_EVENTS: len(steps) + 2,
         t.PLACEMENTS: len(KEYS), t.PLACEMENT_VERSIONS: len(KEYS) + 1, t.DEAD_LETTERS: ds.bad_records + 1,
-        t.AUDITS: 1, t.AUDIT_FINDINGS: 2,
+        t.AUDITS: 1, t.AUDIT_FINDINGS: 2, t.FLOW_STATUS: 2,
     }
+    # The flow shard's status an hour apart: the prior served, then the regression beat it.
+    ds.shard = 1000 + int.from_bytes(bucket.encode()[-4:], "little") % 60000
+    for n, (learned, p_hot_from, loss) in enumerate(((0, "prior", None), (150, "logreg_binned", 0.41))):
+        out.append((topics.FLOW_STATUS, str(ds.shard).encode(), ShardStatus(
+            shard=ds.shard, as_of=start + 3600 * (n + 1), events=ds.gets + ds.puts, late_events=n, repeats=0,
+            dead_letters=ds.bad_records, objects=len(KEYS), objects_hot=2 - n,
+            labels_pending=20, labels_learned=learned, p_hot_from=p_hot_from, labels_scored=learned,
+            regression_logloss=loss, prior_logloss=0.62 if loss else None, reads_states_calibrated=3 * n,
+            reads_states=20).model_dump_json().encode()))
     return out, ds
 
 
@@ -181,6 +192,9 @@ def counts_for(store, ds: ApiDataset) -> dict[str, int]:
                                  {"b": ds.bucket})[0]["n"]
     out[t.PLANS] = store.query(f"SELECT count() AS n FROM {store.table(t.PLANS)} FINAL WHERE plan_id = {{p:String}}",
                                {"p": ds.plan_id})[0]["n"]
+    out[t.FLOW_STATUS] = store.query(
+        f"SELECT count() AS n FROM {store.table(t.FLOW_STATUS)} FINAL WHERE shard = {{s:UInt16}}",
+        {"s": ds.shard})[0]["n"]
     for table in (t.AUDITS, t.AUDIT_FINDINGS):
         out[table] = store.query(f"SELECT count() AS n FROM {store.table(table)} FINAL WHERE audit_id = {{a:String}}",
                                  {"a": ds.audit_id})[0]["n"]

@@ -86,6 +86,19 @@ GROUP BY time, source ORDER BY time"""),
     View("Audits: integrity findings and orphans", "timeseries", 0, f"""SELECT $__timeInterval(started_at) AS time, sum({t.AUDIT_INTEGRITY_SUM}) AS integrity_findings, sum(counts['orphan']) AS orphans, sum(counts['stale_upload']) AS stale_uploads
 FROM ${{database}}.{t.AUDITS} FINAL WHERE $__timeFilter(started_at)
 GROUP BY time ORDER BY time"""),
+    # The flow's p_hot model is served only while it beats the heat prior (flows/model.py): both log losses, per
+    # shard, over event time. A model line above its prior's means the prior serves that shard.
+    View("p_hot: the model's rolling log loss against the heat prior's, per flow shard (lower is better)", "timeseries", 0, f"""SELECT $__timeInterval(as_of) AS time, concat('shard ', toString(shard)) AS shard,
+       avg(regression_logloss) AS model, avg(prior_logloss) AS prior
+FROM ${{database}}.{t.FLOW_STATUS} FINAL
+WHERE $__timeFilter(as_of) AND regression_logloss IS NOT NULL
+GROUP BY time, shard ORDER BY time"""),
+    View("Flow shards: newest status", "table", 1, f"""SELECT shard, as_of, p_hot_from, labels_learned, labels_pending,
+       round(regression_logloss, 3) AS model_logloss, round(prior_logloss, 3) AS prior_logloss, events,
+       late_events, repeats, dead_letters, objects, objects_hot,
+       concat(toString(reads_states_calibrated), ' / ', toString(reads_states)) AS reads_states_calibrated
+FROM ${{database}}.{t.FLOW_STATUS} FINAL
+ORDER BY shard, as_of DESC LIMIT 1 BY shard"""),
 ]
 
 

@@ -99,10 +99,12 @@ class FlowSettings(BaseModel):
     workers: int = Field(default=1, ge=1)
     # Event-time cadences of the flow (docs/flows.md): an object is evaluated (p_hot, hysteresis) at most once per
     # eval_interval_s; "hot" objects are re-evaluated every sweep_interval_s so idle ones cool; ObjectHeat
-    # snapshots of touched objects go to the heat topic every heat_interval_s.
+    # snapshots of touched objects go to the heat topic every heat_interval_s; each shard's ShardStatus (counters,
+    # model against the heat prior) goes to the flow-status topic every status_interval_s.
     eval_interval_s: float = Field(default=3600.0, ge=0)
     sweep_interval_s: float = Field(default=6 * 3600.0, ge=0)  # 0: off
     heat_interval_s: float = Field(default=86400.0, ge=0)  # 0: off
+    status_interval_s: float = Field(default=3600.0, ge=0)  # 0: only at the end of a bounded run
     # Idle re-checks (docs/flows.md "Decisions"): an idle object is offered to the solver again when its idle time
     # reaches each of these days, with the reads expected over the solver's planning horizon at that idle time
     # (calibrated per shard on 1 in `reads_sample_every` objects, `reads_min_count` complete observations per

@@ -3,7 +3,7 @@
     access topic --(AccessSource: one Bytewax partition per Kafka partition, offsets = recovery state)-->
     (partition, [(offset, raw bytes), ...]) micro-batches, keyed by Kafka partition
     --stateful_batch "shard" (ShardLogic: parse + validate, heat, p_hot, labels, hysteresis)-->
-    [(topic, key, value bytes), ...] --(KafkaRecordSink: produce, flush before the epoch closes)--> topics
+    [(topic, key, value bytes), ...] (candidates, heat snapshots, shard status, dead letters) --(KafkaRecordSink: produce, flush before the epoch closes)--> topics
 
 Why micro-batches keyed by Kafka partition rather than one Bytewax item per event keyed by object: producers key
 the access topic by object, so a Kafka partition already holds every event of its objects in order. Keeping the
@@ -39,7 +39,15 @@ from dim.config import Settings, kafka_consumer_config
 from dim.kafka import END_MARKER_HEADER, partitions_of, produce, producer
 from flows.parse import lead_problem, parse_access
 from flows.shard import FlowParams, ShardState, restore_shard
-from schemas import REPEAT_REASON_PREFIX, Candidate, DeadLetter, ObjectHeat, dead_letter_payload, topics
+from schemas import (
+    REPEAT_REASON_PREFIX,
+    Candidate,
+    DeadLetter,
+    ObjectHeat,
+    ShardStatus,
+    dead_letter_payload,
+    topics,
+)
 
 FLOW_NAME = "dim-flow"
 # After an empty poll, wait this long before polling the partition again (cooperative scheduling: never block).
@@ -131,7 +139,9 @@ def encode_outputs(shard: ShardState, items: list, out: list[Record]) -> None:
             append((topics.CANDIDATES, object_key(item.bucket, item.key), to_json_candidate(item)))
         elif cls is ObjectHeat:
             append((topics.HEAT, object_key(item.bucket, item.key), to_json_heat(item)))
-        else:  # pragma: no cover - the core only emits the two kinds above
+        elif cls is ShardStatus:
+            append((topics.FLOW_STATUS, str(item.shard).encode(), item.model_dump_json().encode()))
+        else:  # pragma: no cover - the core only emits the three kinds above
             raise TypeError(f"unexpected output {type(item).__name__}")
 
 
@@ -182,6 +192,8 @@ class ShardLogic(StatefulBatchLogic):
         for partition, batch in values:
             if self.shard is None:
                 self.shard = self.make_shard(partition)
+            elif self.shard.shard_id is None:  # restored from a format-4 snapshot (flows.shard.restore_shard)
+                self.shard.shard_id = partition
             process_batch(self.shard, partition, batch, out, self.max_lead_s)
         return ([out] if out else []), StatefulBatchLogic.RETAIN
 
@@ -253,7 +265,7 @@ def make_shard_factory(settings: Settings):
     def make_shard(partition: int) -> ShardState:
         from flows.predict import make_predictor
 
-        return ShardState(params, make_predictor(settings, shard_id=partition))
+        return ShardState(params, make_predictor(settings, shard_id=partition), shard_id=partition)
 
     return make_shard
 

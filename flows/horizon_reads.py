@@ -111,6 +111,13 @@ class HorizonReads:
             cache[st] = e if e is not None else self._estimate(self.pooled_base + st % self.pooled_states)
         return cache[st]
 
+    def calibrated_states(self) -> tuple[int, int]:
+        """(states pooled over sizes that have an estimate, all of them): until a state has one, no object in it is
+        moved down (flows.shard). Size classes with too few observations fall back to these."""
+        base = self.pooled_base
+        ready = sum(1 for s in range(self.pooled_states) if self._estimate(base + s) is not None)
+        return ready, self.pooled_states
+
     def _estimate(self, st: int) -> float | None:
         width = len(self.steps_s) + 1
         base = st - st % width

@@ -23,7 +23,7 @@ def shard_of(key: str, shards: int) -> int:
 @dataclass
 class OfflineRun:
     shards: list[ShardState]
-    outputs: list = field(default_factory=list)  # Candidates and ObjectHeats, in emission order per shard
+    outputs: list = field(default_factory=list)  # Candidates, ObjectHeats and ShardStatus, in emission order
 
     @property
     def labelled(self) -> list[Labelled]:
@@ -35,7 +35,8 @@ class OfflineRun:
 def run_offline(settings, events: Iterable[Event], shards: int = 1, record: bool = True,
                 finish: bool = True) -> OfflineRun:
     params = FlowParams.from_settings(settings)
-    states = [ShardState(params, make_predictor(settings, shard_id=i, record=record)) for i in range(shards)]
+    states = [ShardState(params, make_predictor(settings, shard_id=i, record=record), shard_id=i)
+              for i in range(shards)]
     run = OfflineRun(states)
     out = run.outputs
     with few_gc_passes():

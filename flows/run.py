@@ -16,7 +16,7 @@ from schemas import topics
 log = logging.getLogger(__name__)
 
 # Topics the flow writes: a bounded run appends its end markers to each, so the next stage can stop there too.
-OUTPUT_TOPICS = (topics.CANDIDATES, topics.HEAT, topics.DEAD_LETTERS)
+OUTPUT_TOPICS = (topics.CANDIDATES, topics.HEAT, topics.FLOW_STATUS, topics.DEAD_LETTERS)
 RECOVERY_PARTITIONS = 1
 
 

@@ -13,7 +13,9 @@ are re-checked when their idle time reaches each of `idle_recheck_s` (1, 3, 7, .
 the reads expected at that idle time lets the solver move an object down once - and only once - its expected
 reads no longer pay for a hot tier (objects too small for any tier change to pay are not re-checked); when it
 crosses a multiple of `heat_interval_s`, an ObjectHeat snapshot of every object touched since the last one is
-emitted. `finish()` (end of a bounded run) evaluates every object at the shard clock.
+emitted; when it crosses a multiple of `status_interval_s`, a ShardStatus (the shard's counters and its model
+against the heat prior) is emitted. `finish()` (end of a bounded run) evaluates every object at the shard clock and
+emits both once more.
 
 Candidate.expected_reads is the mean over the solver's planning horizon (per `horizon_s`), estimated from the
 shard's own past by flows.horizon_reads (chain ladder over (reads so far, idle time)). Until the shard has seen
@@ -35,16 +37,16 @@ from dataclasses import dataclass, field
 from flows.dedup import RequestMemory
 from flows.heat import HeatParams, HeatState, expected_reads, heat_dict, poisson_at_least
 from flows.horizon_reads import HorizonReads
-from schemas import Candidate, ObjectHeat
+from schemas import Candidate, ObjectHeat, ShardStatus
 
 HOT, COLD, NEW, GONE = "hot", "cold", "new", "gone"
 
 # Layout of a pickled ShardState (recovery snapshots). Raise it whenever a change makes older snapshots unusable
-# (4: pending labels keep the heat prior's p_hot and the model is scored against it (flows.model); 3: the shard
+# (5: the shard knows its partition and emits ShardStatus records; 4: pending labels keep the heat prior's p_hot and the model is scored against it (flows.model); 3: the shard
 # remembers request ids (flows.dedup); 2: flows.horizon_reads keeps its ladder per size class; 1, implicit:
 # everything before), so a flow restarted on an old recovery store stops with StateFormatError instead of failing
-# somewhere deep in the core. Formats 2 and 3 are upgraded on restore (restore_shard).
-STATE_FORMAT = 4
+# somewhere deep in the core. Formats 2 to 4 are upgraded on restore (restore_shard).
+STATE_FORMAT = 5
 
 
 class StateFormatError(RuntimeError):
@@ -61,6 +63,7 @@ class FlowParams:
     eval_interval_s: float = 3600.0
     sweep_interval_s: float = 6 * 3600.0
     heat_interval_s: float = 86400.0
+    status_interval_s: float = 3600.0  # ShardStatus cadence; 0: only at finish()
     # Decision fields (docs/flows.md "Decisions"): the solver's planning horizon, over which expected reads are
     # estimated; idle times at which an idle object is re-checked; the smallest object worth re-checking;
     # the calibration's sampling (1 in n objects) and minimum complete observations per estimate.
@@ -91,6 +94,7 @@ class FlowParams:
             eval_interval_s=f.eval_interval_s,
             sweep_interval_s=f.sweep_interval_s,
             heat_interval_s=f.heat_interval_s,
+            status_interval_s=f.status_interval_s,
             planning_horizon_s=settings.solver.planning_horizon_days * 86400.0,
             idle_recheck_s=tuple(d * 86400.0 for d in f.idle_recheck_days),
             recheck_min_bytes=f.recheck_min_bytes,
@@ -150,14 +154,16 @@ class PriorPredictor:
 
 
 class ShardState:
-    def __init__(self, params: FlowParams, predictor=None):
+    def __init__(self, params: FlowParams, predictor=None, shard_id: int | None = 0):
         self.state_format = STATE_FORMAT
+        self.shard_id = shard_id  # the access partition; None only in a shard upgraded from format 4 (restore_shard)
         self.params = params
         self.predictor = predictor if predictor is not None else PriorPredictor()
         self.objects: dict[str, ObjectRecord] = {}
         self.clock = -math.inf  # max event time seen in this shard
         self.next_sweep_at = math.inf
         self.next_heat_at = math.inf
+        self.next_status_at = math.inf
         self.dirty: set[str] = set()
         self.hot: set[str] = set()
         # (time, key) of objects with events since their last evaluation that were too early to evaluate then:
@@ -211,6 +217,7 @@ class ShardState:
             if self.clock == -math.inf:
                 self.next_sweep_at = _next_multiple(t, p.sweep_interval_s)
                 self.next_heat_at = _next_multiple(t, p.heat_interval_s)
+                self.next_status_at = _next_multiple(t, p.status_interval_s)
             self.clock = t
 
         if op == "PUT" and (not was_seen or was_gone) and not rec.gone:
@@ -242,6 +249,9 @@ class ShardState:
             if self.clock >= self.next_heat_at:
                 self._heat_snapshots(self.clock, out)
                 self.next_heat_at = _next_multiple(self.clock, p.heat_interval_s)
+            if self.clock >= self.next_status_at:
+                out.append(self.status())
+                self.next_status_at = _next_multiple(self.clock, p.status_interval_s)
             if self.clock >= self.requests.expire_at:
                 self.requests.expire(self.clock)
         # Always: a late event's prediction may be due at once.
@@ -280,6 +290,36 @@ class ShardState:
             if not rec.gone:
                 self._consider(key, rec, self.clock, out)
         self._heat_snapshots(self.clock, out)
+        out.append(self.status())
+
+    def status(self) -> ShardStatus:
+        """The shard's counters and its p_hot model against the heat prior, as of its clock (analytics)."""
+        predictor = self.predictor
+        model = getattr(predictor, "model", None)
+        labels = getattr(predictor, "labels", None)
+        scores = model.summary() if model is not None else {}
+        calibrated, states = self.horizon_reads.calibrated_states()
+        return ShardStatus(
+            shard=self.shard_id or 0,
+            as_of=self.clock,
+            events=self.events,
+            late_events=self.late_events,
+            repeats=self.repeats,
+            dead_letters=self.dead_letters,
+            objects=len(self.objects),
+            objects_hot=len(self.hot),
+            labels_pending=len(labels) if labels is not None else 0,
+            labels_learned=getattr(predictor, "labels_learned", 0),
+            p_hot_from=model.selected if model is not None else "prior",
+            labels_scored=scores.get("prior_scored", 0),
+            regression_logloss=_logloss(scores, "vs_prior_logloss_logreg_binned", "prior_scored"),
+            prior_logloss=_logloss(scores, "vs_prior_logloss_prior", "prior_scored"),
+            forest_labels_scored=scores.get("scored", 0),
+            forest_logloss=_logloss(scores, "logloss_forest", "scored"),
+            forest_share_regression_logloss=_logloss(scores, "logloss_logreg_binned", "scored"),
+            reads_states_calibrated=calibrated,
+            reads_states=states,
+        )
 
     # -- decisions ----------------------------------------------------------------------------------------
     def _evaluate(self, key: str, rec: ObjectRecord, at: float) -> tuple[float, float, list[float], list[float], bool]:
@@ -477,6 +517,12 @@ def _finite(value: float, default: float) -> float:
     return value if math.isfinite(value) else default
 
 
+def _logloss(scores: dict, name: str, count: str) -> float | None:
+    """A rolling log loss of the model's summary; None before the first label it was scored on (River reports 0)."""
+    value = scores.get(name)
+    return float(value) if scores.get(count) and value is not None and math.isfinite(value) else None
+
+
 def restore_shard(blob: bytes, where: str = "a recovery snapshot") -> ShardState:
     """The ShardState pickled in `blob` (ShardLogic.snapshot), checked for this code's STATE_FORMAT."""
     shard = pickle.loads(blob)
@@ -494,6 +540,13 @@ def restore_shard(blob: bytes, where: str = "a recovery snapshot") -> ShardState
         if upgrade is not None:
             upgrade()
         shard.state_format = found = 4
+    if found == 4:
+        # Format 5 emits ShardStatus records: the partition is set by the flow's first batch (ShardLogic) and
+        # the first status is due at the next multiple of the interval.
+        shard.shard_id = None
+        shard.next_status_at = (_next_multiple(shard.clock, shard.params.status_interval_s)
+                                if math.isfinite(shard.clock) else math.inf)
+        shard.state_format = found = 5
     if found != STATE_FORMAT:
         raise StateFormatError(
             f"{where} holds shard state format {found}, this flow reads format {STATE_FORMAT}: it was written by "

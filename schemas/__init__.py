@@ -24,6 +24,7 @@ from schemas.models import (
     Placement,
     PlacementPlan,
     Replica,
+    ShardStatus,
     dead_letter_payload,
 )
 
@@ -51,5 +52,6 @@ __all__ = [
     "Placement",
     "PlacementPlan",
     "Replica",
+    "ShardStatus",
     "dead_letter_payload",
 ]

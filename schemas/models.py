@@ -107,6 +107,40 @@ class Candidate(_Contract):
     current_locations: list[str] = Field(default_factory=list)
 
 
+class ShardStatus(_Contract):
+    """What one flow shard (one partition of the access topic) knows and how well its p_hot model does, as of
+    `as_of` (the shard's event-time clock). Emitted every `flow.status_interval_s` of event time and at the end of
+    a bounded run; a function of the partition's events alone, so a recovered flow re-emits identical records.
+    Log losses are rolling over the model's window (`flow.model_window` labels) and None before the first label."""
+
+    # A shard with no label yet has no log loss; JSON has no NaN.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    schema_version: Literal[1] = 1
+    shard: int = Field(ge=0, description="the access-topic partition the shard owns")
+    as_of: float
+    events: int = Field(ge=0, description="accesses counted (repeats and dead letters apart)")
+    late_events: int = Field(ge=0, description="counted later than flow.allowed_lateness_s allows")
+    repeats: int = Field(ge=0, description="repeats of an access already counted (dead letters, not counted)")
+    dead_letters: int = Field(ge=0, description="records of the partition refused, repeats included")
+    # (objects deleted are not counted apart: that would scan every object per status; `dim flow-state` does)
+    objects: int = Field(ge=0, description="objects the shard keeps state for, deleted ones included")
+    objects_hot: int = Field(ge=0, description="objects whose outlook is hot and which the sweep re-evaluates")
+    labels_pending: int = Field(ge=0, description="predictions waiting for their delayed label")
+    labels_learned: int = Field(ge=0)
+    p_hot_from: str = Field(description="what serves p_hot: 'prior' (the heat's Poisson prior) or a model's name")
+    labels_scored: int = Field(ge=0, description="labels on which the regression was scored against the prior")
+    regression_logloss: float | None = Field(default=None, ge=0)
+    prior_logloss: float | None = Field(default=None, ge=0, description="the heat prior, on the same labels")
+    forest_labels_scored: int = Field(default=0, ge=0, description="labels of the forest's share")
+    forest_logloss: float | None = Field(default=None, ge=0)
+    forest_share_regression_logloss: float | None = Field(
+        default=None, ge=0, description="the regression on the forest's share of labels (what the forest must beat)")
+    reads_states_calibrated: int = Field(default=0, ge=0, description="states (activity x idle time) in which the "
+                                         "shard can estimate reads over the planning horizon: no move down before")
+    reads_states: int = Field(default=0, ge=0)
+
+
 class Replica(_Contract):
     location: str = Field(description="catalogue location id, provider:region:tier")
     etag: str = ""
@@ -286,4 +320,5 @@ ALL_MODELS: dict[str, type[BaseModel]] = {
     "DeadLetter": DeadLetter,
     "AuditFinding": AuditFinding,
     "AuditRecord": AuditRecord,
+    "ShardStatus": ShardStatus,
 }

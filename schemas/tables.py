@@ -27,6 +27,7 @@ PLACEMENTS = "placements"
 DEAD_LETTERS = "dead_letters"
 AUDITS = "audits"  # one row per `dim audit` run (migration 5)
 AUDIT_FINDINGS = "audit_findings"  # the findings an audit record carries, one row each
+FLOW_STATUS = "flow_status"  # one row per flow shard per status interval of event time (migration 7)
 # SQL over an audits row: its integrity findings (the kinds that mean the mover's guarantee is broken).
 AUDIT_INTEGRITY_SUM = " + ".join(f"counts['{kind}']" for kind in AUDIT_INTEGRITY_KINDS)
 # Derived.
@@ -56,6 +57,7 @@ TABLE_OF_TOPIC: dict[str, str] = {
     topics.PLACEMENTS: PLACEMENTS,
     topics.DEAD_LETTERS: DEAD_LETTERS,
     topics.AUDITS: AUDITS,
+    topics.FLOW_STATUS: FLOW_STATUS,
 }
 
 _KAFKA_COLS = "_partition UInt16, _offset UInt64, _ingested_at DateTime DEFAULT now()"
@@ -312,6 +314,25 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         # With checksums verified, archive replicas are not read back (a restore each): their count.
         [f"""ALTER TABLE {{db}}.{AUDITS}
              ADD COLUMN IF NOT EXISTS archive_replicas_unread UInt64 DEFAULT 0 AFTER verified_checksums"""],
+    ),
+    (
+        7,
+        "flow_status: each flow shard's counters and its p_hot model against the heat prior, over event time",
+        # One row per (shard, as_of): a recovered flow re-emits the same status, which replaces itself. `as_of`
+        # is event time, like object_heat's; the TTL counts from storage, as everywhere.
+        [
+            f"""CREATE TABLE IF NOT EXISTS {{db}}.{FLOW_STATUS} (
+                shard UInt16, as_of DateTime64(3), events UInt64, late_events UInt64, repeats UInt64,
+                dead_letters UInt64, objects UInt64, objects_hot UInt64,
+                labels_pending UInt64, labels_learned UInt64, p_hot_from LowCardinality(String),
+                labels_scored UInt64, regression_logloss Nullable(Float64), prior_logloss Nullable(Float64),
+                forest_labels_scored UInt64, forest_logloss Nullable(Float64),
+                forest_share_regression_logloss Nullable(Float64), reads_states_calibrated UInt32,
+                reads_states UInt32, {_KAFKA_COLS}
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (shard, as_of)
+            TTL _ingested_at + INTERVAL 730 DAY""",
+        ],
     ),
 ]
 

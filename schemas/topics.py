@@ -11,8 +11,10 @@ MOVE_EVENTS = "dim.move-events.v1"  # MoveEvent, key = "<bucket>/<key>"
 PLACEMENTS = "dim.placements.v1"  # Placement after each committed change, key = "<bucket>/<key>"
 DEAD_LETTERS = "dim.dead-letters.v1"  # DeadLetter, key = source topic
 AUDITS = "dim.audits.v1"  # AuditRecord, key = audit_id
+FLOW_STATUS = "dim.flow-status.v1"  # ShardStatus, key = the shard (access partition) number
 
-ALL_TOPICS = (ACCESS, CANDIDATES, HEAT, PLANS, MOVES, MOVE_EVENTS, PLACEMENTS, DEAD_LETTERS, AUDITS)
+ALL_TOPICS = (ACCESS, CANDIDATES, HEAT, PLANS, MOVES, MOVE_EVENTS, PLACEMENTS, DEAD_LETTERS, AUDITS,
+              FLOW_STATUS)
 
 
 def object_key(bucket: str, key: str) -> bytes:

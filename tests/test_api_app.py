@@ -168,6 +168,24 @@ def test_audits_list_and_detail(client, populated):
     assert client.get("/audits/no-such-audit").status_code == 404
 
 
+def test_flow_status_newest_per_shard_and_a_shards_history(client, populated):
+    _, _, ds = populated
+    newest = {s["shard"]: s for s in client.get("/flow/status").json()["items"]}
+    mine = newest[ds.shard]  # the data set's second status: the regression beat the prior
+    assert mine["as_of"] == ds.start + 7200 and mine["p_hot_from"] == "logreg_binned"
+    assert (mine["regression_logloss"], mine["prior_logloss"], mine["labels_learned"]) == (0.41, 0.62, 150)
+    assert mine["dead_letters"] == ds.bad_records and mine["reads_states_calibrated"] == 3
+    history = client.get(f"/flow/status/{ds.shard}", params={"limit": 1}).json()
+    assert [s["as_of"] for s in history["items"]] == [ds.start + 7200] and history["next_cursor"]
+    older = client.get(f"/flow/status/{ds.shard}", params={"limit": 1, "cursor": history["next_cursor"]}).json()
+    assert older["next_cursor"] is None
+    assert [(s["as_of"], s["p_hot_from"], s["regression_logloss"]) for s in older["items"]] == [
+        (ds.start + 3600, "prior", None)]  # no label yet: no log loss, not 0
+    assert client.get("/flow/status/65535").status_code == 404
+    assert client.get("/flow/status/-1").status_code == 422
+    assert client.get(f"/flow/status/{ds.shard}", params={"cursor": "x' OR 1=1"}).status_code == 400
+
+
 def test_costs_savings_sla(client, populated):
     _, _, ds = populated
     r = client.get("/costs", params={"group_by": "tier"})
@@ -210,6 +228,10 @@ def test_metrics_exposition(client, populated):
     text = client.get("/metrics").text
     assert "dim_audit_ok 0.0" in text and "dim_audit_integrity_findings 3.0" in text
     assert "dim_audit_orphan_bytes 7e+06" in text and "dim_audit_age_seconds -" in text
+    _, _, ds = populated
+    assert f'dim_flow_model_serving{{shard="{ds.shard}"}} 1.0' in text
+    assert f'dim_flow_logloss{{scorer="prior",shard="{ds.shard}"}} 0.62' in text
+    assert f'dim_flow_labels_learned{{shard="{ds.shard}"}} 150.0' in text
 
 
 def test_only_get_is_allowed(client):
@@ -253,6 +275,7 @@ def test_sql_injection_in_every_string_parameter(client, populated):
         "/plans": ["cursor"],
         "/dead-letters": ["cursor", "source_topic"],
         "/audits": ["cursor"],
+        f"/flow/status/{ds.shard}": ["cursor"],
         "/costs": ["group_by", "from_day", "to_day"],
         "/sla": ["from_ts", "to_ts"],
     }

@@ -30,7 +30,7 @@ def api_schema(stack_settings, tmp_path_factory):
     store.close()
 
 
-PARAMETERLESS = {"/health", "/savings", "/metrics"}
+PARAMETERLESS = {"/health", "/savings", "/metrics", "/flow/status"}
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

@@ -159,7 +159,7 @@ def test_sigkill_at_any_moment_then_restart_is_exact(stack_settings, tmp_path):
 def test_store_escapes_parameters_and_migrates_idempotently(tmp_path):
     s = Settings(stack={"data_dir": tmp_path}, clickhouse={"chdb_path": tmp_path / "chdb"})
     with AnalyticsStore.open(s) as store:
-        assert store.migrate() == [v for v, _, _ in t.MIGRATIONS] == [1, 2, 3, 4, 5, 6]
+        assert store.migrate() == [v for v, _, _ in t.MIGRATIONS] == [1, 2, 3, 4, 5, 6, 7]
         assert store.migrate() == []
         for value in ["a\\nb", "a\nb", "tab\there", "x\\", "it's", "é€😀", "{b:String}", "\0z"]:
             got = store.query("SELECT {v:String} AS v", {"v": value})
@@ -193,7 +193,7 @@ def test_object_timeline_is_backfilled_when_an_older_store_migrates(tmp_path):
             insert_rows(store, rows)
 
         ingest(records[:half], 0)  # stored before the serving table existed
-        assert store.migrate() == [2, 3, 4, 5, 6]
+        assert store.migrate() == [2, 3, 4, 5, 6, 7]
         ingest(records[half:], half)  # stored through the views
         ingest(records, 0)  # and everything redelivered
         for key in ds.keys:

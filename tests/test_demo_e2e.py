@@ -116,6 +116,12 @@ def test_api_shows_the_new_placement(stack_settings, pipeline):
         audit = client.get(f"/audits/{pipeline.summary['audit']['audit_id']}")
         assert audit.status_code == 200, audit.text
         assert audit.json()["ok"] and audit.json()["entries"] == pipeline.summary["objects"]
+        # Every flow shard's status reached it: what serves p_hot there and how it scores against the heat prior.
+        shards = {st["shard"]: st for st in client.get("/flow/status").json()["items"]}
+        for shard in range(pipeline.summary["flow"]["shards"]):
+            st = shards[shard]
+            assert st["labels_learned"] > 0 and st["prior_logloss"] is not None
+            assert st["p_hot_from"] == "prior" or st["regression_logloss"] < st["prior_logloss"]
 
 
 def test_bad_input_became_dead_letters(stack_settings, pipeline):

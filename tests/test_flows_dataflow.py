@@ -10,7 +10,7 @@ import pytest
 
 from dim.kafka import iter_records, partitions_of, producer, publish_end_markers
 from flows.run import run_flow
-from schemas import AccessEvent, Candidate, DeadLetter, ObjectHeat, topics
+from schemas import AccessEvent, Candidate, DeadLetter, ObjectHeat, ShardStatus, topics
 
 T0 = 1_893_456_000.0  # 2030-01-01
 HOUR = 3600.0
@@ -98,6 +98,16 @@ def test_replay_gives_candidates_and_heat_snapshots(flow_settings):
     assert last["busy"].reads == BUSY_READS and last["faded"].reads == 30 and last["once"].reads == 1
     assert last["busy"].bytes_read == BUSY_READS * 1000
     assert len([h for h in heat if h.key == "busy"]) >= 8  # daily over 8 days, not only at the end
+
+    # Every shard reports its status when its clock crosses an hour (here at each 12-hourly clock event, at least),
+    # keyed by its partition, and once more at the end.
+    statuses = [(m.key(), ShardStatus.model_validate_json(m.value())) for m in
+                iter_records(flow_settings, topics.FLOW_STATUS, f"test-{uuid.uuid4().hex[:8]}", run)]
+    assert {s.shard for _, s in statuses} == set(parts) and all(k == str(s.shard).encode() for k, s in statuses)
+    for p in parts:
+        mine = [s for _, s in statuses if s.shard == p]
+        assert len(mine) >= 17 and mine[-1].as_of >= T0 + 8 * 24 * HOUR
+        assert mine[-1].events >= 17 and mine[-1].labels_learned > 0 and mine[-1].prior_logloss is not None
 
 
 def test_bad_input_goes_to_dead_letters_and_the_flow_finishes(flow_settings):

@@ -25,6 +25,7 @@ from schemas import (
     Placement,
     PlacementPlan,
     Replica,
+    ShardStatus,
     topics,
 )
 from schemas.export import export
@@ -52,6 +53,10 @@ SAMPLES = {
                                orphan_bytes=5, counts={"orphan": 1}, findings_total=1,
                                findings=[AuditFinding(kind="orphan", location="aws:us-east-1:standard", key="b/k",
                                                       size=5)]),
+    "ShardStatus": ShardStatus(shard=3, as_of=10.0, events=9, late_events=1, repeats=0, dead_letters=1, objects=4,
+                               objects_hot=2, labels_pending=5, labels_learned=3,
+                               p_hot_from="logreg_binned", labels_scored=3, regression_logloss=0.4,
+                               prior_logloss=0.6, reads_states_calibrated=2, reads_states=20),
 }
 
 

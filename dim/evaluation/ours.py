@@ -197,9 +197,9 @@ def shard_group(args) -> list[Candidate]:
     settings, shard_ids, names, shard_of, size, ev_time, ev_obj, ev_op, progress = args
     from flows.shard import FlowParams, ShardState
 
-    # ObjectHeat snapshots feed dashboards, not the planner: skip them (heat_interval 0 = never).
-    params = dataclasses.replace(FlowParams.from_settings(settings), heat_interval_s=0.0)
-    shards = {p: ShardState(params, make_predictor(settings, p)) for p in shard_ids}
+    # ObjectHeat snapshots and ShardStatus records feed dashboards, not the planner: skip them (interval 0 = never).
+    params = dataclasses.replace(FlowParams.from_settings(settings), heat_interval_s=0.0, status_interval_s=0.0)
+    shards = {p: ShardState(params, make_predictor(settings, p), shard_id=p) for p in shard_ids}
     mine = np.flatnonzero(np.isin(np.asarray(shard_of)[ev_obj], shard_ids))
     out: list = []
     bar = None

@@ -1,0 +1,96 @@
+"""ShardStatus: what a flow shard reports about itself and its p_hot model (flows/shard.py, pure core; the broker
+path is in test_flows_dataflow, the API and panels in test_api_app / test_api_grafana)."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+from flows.dataflow import ShardLogic
+from flows.horizon_reads import HorizonReads
+from flows.predict import make_predictor
+from flows.shard import STATE_FORMAT, FlowParams, ShardState, restore_shard
+from schemas import AccessEvent, ShardStatus, topics
+from tests.test_flows_shard_properties import HOUR, SETTINGS, T0
+
+
+def shard_of(settings=SETTINGS, shard_id: int = 3) -> ShardState:
+    return ShardState(FlowParams.from_settings(settings), make_predictor(settings, shard_id=shard_id),
+                      shard_id=shard_id)
+
+
+def busy_stream(shard: ShardState, hours: int, out: list) -> None:
+    """Objects read now and then over `hours` of event time, one late event among them."""
+    for i in range(hours * 12):
+        t = T0 + 300.0 * i
+        shard.on_event(f"b/o{i % 9}", t, "GET" if i % 4 else "PUT", 100, 5000, out)
+        if i == 40:
+            shard.on_event("b/o1", t - 2 * HOUR, "GET", 100, 5000, out)  # later than the lateness allows
+
+
+def test_a_shard_reports_its_status_every_interval_of_event_time_and_at_the_end():
+    shard, out = shard_of(), []
+    busy_stream(shard, 30, out)
+    statuses = [o for o in out if isinstance(o, ShardStatus)]
+    # one per hour boundary the clock crossed: the stream starts on one, so 29 crossings in 30 hours
+    assert len(statuses) == 29
+    assert [s.as_of // HOUR for s in statuses] == [T0 // HOUR + n for n in range(1, 30)]
+    assert all(s.shard == 3 for s in statuses)
+    assert [s.events for s in statuses] == sorted(s.events for s in statuses)
+    before = [s for s in statuses if s.labels_scored == 0]
+    assert before and all(s.regression_logloss is None and s.prior_logloss is None for s in before)
+    shard.finish(out)
+    last = out[-1]
+    assert isinstance(last, ShardStatus) and last.as_of == shard.clock
+    summary, scores = shard.summary(), shard.predictor.model.summary()
+    assert (last.events, last.late_events, last.objects, last.labels_learned, last.labels_pending) == (
+        summary["events"], 1, summary["objects"], summary["labels_learned"], summary["labels_pending"])
+    assert last.p_hot_from == summary["p_hot_from"] and last.labels_scored == scores["prior_scored"] > 0
+    assert last.regression_logloss == scores["vs_prior_logloss_logreg_binned"]
+    assert last.prior_logloss == scores["vs_prior_logloss_prior"] and 0 < last.prior_logloss < 10
+    assert last.forest_labels_scored == scores["scored"]
+    assert (last.forest_logloss is None) == (scores["scored"] == 0)
+    assert last.reads_states == 20 and 0 <= last.reads_states_calibrated <= 20
+
+
+def test_interval_zero_reports_only_at_the_end_and_a_shard_without_events_not_at_all():
+    s = SETTINGS.model_copy(deep=True)
+    s.flow.status_interval_s = 0.0
+    shard, out = shard_of(s), []
+    busy_stream(shard, 10, out)
+    assert not any(isinstance(o, ShardStatus) for o in out)
+    shard.finish(out)
+    assert sum(isinstance(o, ShardStatus) for o in out) == 1
+    idle, nothing = shard_of(s), []
+    idle.finish(nothing)
+    assert nothing == []
+
+
+def test_the_reads_estimate_reports_its_states_calibrated():
+    ladder = HorizonReads(30 * 86400.0, (86400.0, 3 * 86400.0), sample_every=1, min_count=2)
+    assert ladder.calibrated_states() == (0, ladder.pooled_states)
+    for i in range(3):  # three objects just read, watched through the ladder's first period
+        ladder.observe(f"b/k{i}", T0, 1.0, 0.0, 1, 5000)
+    ladder.advance(T0 + 40 * 86400.0, lambda key: 2)
+    ready, states = ladder.calibrated_states()
+    assert 0 < ready < states == ladder.pooled_states
+
+
+def test_a_format_4_snapshot_is_upgraded_and_the_flow_names_its_shard():
+    shard, out = shard_of(shard_id=5), []
+    busy_stream(shard, 3, out)
+    shard.state_format = 4
+    del shard.shard_id, shard.next_status_at  # what a format-4 snapshot had not
+    object.__delattr__(shard.params, "status_interval_s")
+    restored = restore_shard(pickle.dumps(shard))
+    assert restored.state_format == STATE_FORMAT == 5 and restored.shard_id is None
+    assert restored.next_status_at == (math.floor(restored.clock / HOUR) + 1) * HOUR
+
+    # The flow's first batch after the restart names the shard after its partition.
+    logic = ShardLogic(lambda partition: shard_of(shard_id=partition), pickle.dumps(restored))
+    later = T0 + 5 * HOUR
+    raw = AccessEvent(bucket="b", key="o1", op="GET", event_time=later, bytes=100, object_size=5000)
+    (records,), _ = logic.on_batch([(5, [(0, raw.model_dump_json().encode(), None)])])
+    status = [ShardStatus.model_validate_json(v) for topic, k, v in records if topic == topics.FLOW_STATUS]
+    assert [(s.shard, s.as_of) for s in status] == [(5, later)]
+    assert [k for topic, k, _ in records if topic == topics.FLOW_STATUS] == [b"5"]
