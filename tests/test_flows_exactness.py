@@ -18,7 +18,7 @@ from confluent_kafka import TopicPartition
 from dim.kafka import consumer, end_marker_run, partitions_of, producer, publish_end_markers
 from dim.testing import log_ends
 from flows.run import close_outputs, load_shard_states, run_flow
-from schemas import AccessEvent, Candidate, ObjectHeat, topics
+from schemas import AccessEvent, Candidate, ObjectHeat, ShardStatus, topics
 
 T0 = 1_700_000_000.0
 REPO = Path(__file__).resolve().parents[1]
@@ -91,6 +91,15 @@ def per_object(records: list[bytes], model, bucket: str) -> dict[str, list]:
     return out
 
 
+def per_shard(records: list[bytes]) -> dict[int, list[dict]]:
+    """ShardStatus records in emission order per shard (every shard reads the whole access topic: not by bucket)."""
+    out: dict[int, list[dict]] = {}
+    for raw in records:
+        status = ShardStatus.model_validate_json(raw)
+        out.setdefault(status.shard, []).append(status.model_dump())
+    return out
+
+
 def settings_with(stack_settings, recovery_dir: Path, **flow):
     s = stack_settings.model_copy(deep=True)
     s.flow.recovery_dir = recovery_dir
@@ -125,7 +134,7 @@ def shard_fingerprint(states) -> dict:
 
 def test_results_do_not_depend_on_the_number_of_workers(stack_settings, tmp_path):
     bucket = f"w-{uuid.uuid4().hex[:8]}"
-    start = log_ends(stack_settings, [topics.CANDIDATES, topics.HEAT])
+    start = log_ends(stack_settings, [topics.CANDIDATES, topics.HEAT, topics.FLOW_STATUS])
     produce(stack_settings, workload(bucket, 3000, seed=1))
     run1, run2, run3 = uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex
     for run in (run1, run2, run3):  # the same data for every run
@@ -160,6 +169,9 @@ def test_results_do_not_depend_on_the_number_of_workers(stack_settings, tmp_path
     assert len(c1) > 10 and sum(len(v) for v in c1.values()) > 30
     assert c1 == c2 == c3
     assert h1 and h1 == h2 == h3
+    status = read_sections(stack_settings, topics.FLOW_STATUS, [run1, run2, run3], start)
+    s1, s2, s3 = (per_shard(status[r]) for r in (run1, run2, run3))
+    assert set(s1) == set(partitions_of(stack_settings, topics.ACCESS)) and s1 == s2 == s3
     f1 = shard_fingerprint(load_shard_states(one.recovery_dir))
     f2 = shard_fingerprint(load_shard_states(two.recovery_dir))
     assert any(f["labels_learned"] > 0 for f in f1.values())
@@ -191,7 +203,7 @@ def test_sigkill_and_restart_equals_an_uninterrupted_run(stack_settings, tmp_pat
     ref_settings = settings_with(stack_settings, tmp_path / "reference")
     run, ref_run = uuid.uuid4().hex, uuid.uuid4().hex
     rng = random.Random(3)
-    start = log_ends(stack_settings, [topics.CANDIDATES, topics.HEAT])
+    start = log_ends(stack_settings, [topics.CANDIDATES, topics.HEAT, topics.FLOW_STATUS])
 
     # Stream the events in three phases while the flow runs. During or after each phase the flow is killed at a
     # random moment once it has made progress, then restarted; the next phase starts only after that kill, so
@@ -258,6 +270,9 @@ def test_sigkill_and_restart_equals_an_uninterrupted_run(stack_settings, tmp_pat
     assert distinct(cands[ref_run], Candidate) and distinct(cands[run], Candidate) == distinct(cands[ref_run],
                                                                                                  Candidate)
     assert distinct(heat[run], ObjectHeat) == distinct(heat[ref_run], ObjectHeat)
+    # The shards' statuses too (they count every record of the partition, so they are not selected by bucket).
+    status = read_sections(stack_settings, topics.FLOW_STATUS, [run, ref_run], start)
+    assert status[ref_run] and set(status[run]) == set(status[ref_run])
 
 
 @pytest.fixture(autouse=True)
