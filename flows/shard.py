@@ -293,7 +293,8 @@ class ShardState:
         out.append(self.status())
 
     def status(self) -> ShardStatus:
-        """The shard's counters and its p_hot model against the heat prior, as of its clock (analytics)."""
+        """The shard's counters and its p_hot model against the heat prior, as of its clock (analytics; a shard
+        that has seen no event has no clock and no status)."""
         predictor = self.predictor
         model = getattr(predictor, "model", None)
         labels = getattr(predictor, "labels", None)

@@ -146,6 +146,11 @@ def test_ours_replays_the_flow_and_plans_with_the_live_planner():
     assert ours["candidates"] >= 1 and ours["plan_methods"] == ["lagrangian"]
     assert ours["total_cost_usd"] < r["policies"]["all_hot"]["total_cost_usd"]
     assert ours["moves"] >= 1 and ours["sla_violating_reads"] == 0
+    # each shard's status at the end of the replay: the events it saw, what served p_hot there
+    shards = ours["flow_shards"]
+    assert [s["shard"] for s in shards] == sorted({s["shard"] for s in shards}) and len(shards) >= 2
+    assert sum(s["events"] for s in shards) == len(events) + 1  # + the clock event on day 60
+    assert all(s["p_hot_from"] == "prior" and s["reads_states"] > 0 for s in shards)
     pol = Ours(settings, CAT, w, workers=1)
     # Before day 3 big's shard cannot estimate its reads over the horizon: nothing is offered (the heat's
     # extrapolation is not enough to move anything down). Its re-check at 3 days idle is the first calibrated one;

@@ -94,6 +94,7 @@ class Ours(Policy):
         # DP keeps the core that the smaller shard group leaves idle busy); `by_slot` waits for it.
         self._replay = self._start_replay(n, workers)
         self._by_slot: dict[int, list[Candidate]] | None = None
+        self.shard_status: list[dict] = []  # each flow shard's ShardStatus at the end of the replay
         self.candidates_emitted = 0
         self.candidates_seen = 0
         self.plans: list[dict] = []
@@ -102,7 +103,9 @@ class Ours(Policy):
     @property
     def by_slot(self) -> dict[int, list[Candidate]]:
         if self._by_slot is None:
-            self._by_slot = self._candidates_by_slot(self._replay())
+            results = self._replay()
+            self._by_slot = self._candidates_by_slot([cands for cands, _ in results])
+            self.shard_status = sorted((st for _, statuses in results for st in statuses), key=lambda st: st["shard"])
             self.candidates_emitted = sum(len(v) for v in self._by_slot.values())
         return self._by_slot
 
@@ -131,7 +134,7 @@ class Ours(Policy):
         pending = pool.map_async(shard_group, jobs)
         pool.close()
 
-        def wait() -> list[list[Candidate]]:
+        def wait() -> list[tuple[list[Candidate], list[dict]]]:
             try:
                 return pending.get()
             finally:
@@ -188,12 +191,20 @@ class Ours(Policy):
         return {"candidates": self.candidates_seen, "candidates_emitted": self.candidates_emitted,
                 "plan_batches": len(self.plans),
                 "planner_skipped": self.skipped,
-                "plan_methods": sorted({p["method"] for p in self.plans})}
+                "plan_methods": sorted({p["method"] for p in self.plans}),
+                # what served p_hot in each shard at the end, and how the model scored against the heat prior
+                "flow_shards": [{k: st[k] for k in FLOW_SHARD_FIELDS} for st in self.shard_status]}
 
 
-def shard_group(args) -> list[Candidate]:
+# Of each shard's final ShardStatus, what the evaluation reports.
+FLOW_SHARD_FIELDS = ("shard", "events", "labels_learned", "p_hot_from", "labels_scored", "regression_logloss",
+                     "prior_logloss", "reads_states_calibrated", "reads_states")
+
+
+def shard_group(args) -> tuple[list[Candidate], list[dict]]:
     """Worker: run the events of the objects on shards `shard_ids` through fresh ShardStates (flows.shard with
-    flows.predict's model, one per shard, seeded by shard id as in the live flow); the candidates, in order."""
+    flows.predict's model, one per shard, seeded by shard id as in the live flow); the candidates, in order, and
+    each shard's status at the end."""
     settings, shard_ids, names, shard_of, size, ev_time, ev_obj, ev_op, progress = args
     from flows.shard import FlowParams, ShardState
 
@@ -215,4 +226,5 @@ def shard_group(args) -> list[Candidate]:
         shards[shard_of[i]].on_event(names[i], t, OPS[op], nbytes, sz, out)
     if bar is not None:
         bar.close()
-    return [c for c in out if isinstance(c, Candidate)]
+    statuses = [shards[p].status().model_dump() for p in shard_ids if shards[p].events]  # a status needs a clock
+    return [c for c in out if isinstance(c, Candidate)], statuses
