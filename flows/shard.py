@@ -258,27 +258,34 @@ class ShardState:
         self.predictor.advance(self.clock - p.heat.allowed_lateness_s)
         return True
 
-    def summary(self) -> dict:
-        """What the shard knows, for operators (`dim flow-state`): counters, the clock, the model's state."""
+    def _counters(self) -> dict:
+        """What `summary` and `status` both report: counters and what serves p_hot."""
         predictor = self.predictor
         model = getattr(predictor, "model", None)
         labels = getattr(predictor, "labels", None)
         return {
-            "clock": self.clock if math.isfinite(self.clock) else None,
             "events": self.events,
             "late_events": self.late_events,
             "repeats": self.repeats,
             "dead_letters": self.dead_letters,
             "objects": len(self.objects),
-            "objects_gone": sum(1 for rec in self.objects.values() if rec.gone),
             "objects_hot": len(self.hot),
-            "remembered_requests": len(self.requests),
-            "repeat_window_s": self.requests.window_s,
             "labels_pending": len(labels) if labels is not None else 0,
             "labels_learned": getattr(predictor, "labels_learned", 0),
-            "model": model.summary() if model is not None else None,
             # what serves p_hot now: the heat's Poisson prior until a model has `warmup` labels and beats it
             "p_hot_from": model.selected if model is not None else "prior",
+        }
+
+    def summary(self) -> dict:
+        """What the shard knows, for operators (`dim flow-state`): counters, the clock, the model's state."""
+        model = getattr(self.predictor, "model", None)
+        return {
+            "clock": self.clock if math.isfinite(self.clock) else None,
+            **self._counters(),
+            "objects_gone": sum(1 for rec in self.objects.values() if rec.gone),
+            "remembered_requests": len(self.requests),
+            "repeat_window_s": self.requests.window_s,
+            "model": model.summary() if model is not None else None,
             "state_format": self.state_format,
         }
 
@@ -295,23 +302,13 @@ class ShardState:
     def status(self) -> ShardStatus:
         """The shard's counters and its p_hot model against the heat prior, as of its clock (analytics; a shard
         that has seen no event has no clock and no status)."""
-        predictor = self.predictor
-        model = getattr(predictor, "model", None)
-        labels = getattr(predictor, "labels", None)
+        model = getattr(self.predictor, "model", None)
         scores = model.summary() if model is not None else {}
         calibrated, states = self.horizon_reads.calibrated_states()
         return ShardStatus(
             shard=self.shard_id or 0,
             as_of=self.clock,
-            events=self.events,
-            late_events=self.late_events,
-            repeats=self.repeats,
-            dead_letters=self.dead_letters,
-            objects=len(self.objects),
-            objects_hot=len(self.hot),
-            labels_pending=len(labels) if labels is not None else 0,
-            labels_learned=getattr(predictor, "labels_learned", 0),
-            p_hot_from=model.selected if model is not None else "prior",
+            **self._counters(),
             labels_scored=scores.get("prior_scored", 0),
             regression_logloss=_logloss(scores, "vs_prior_logloss_logreg_binned", "prior_scored"),
             prior_logloss=_logloss(scores, "vs_prior_logloss_prior", "prior_scored"),
