@@ -38,6 +38,7 @@ def pipeline(stack_settings):
     for raw in BAD_RECORDS:
         prod.produce(topics.ACCESS, key=b"bad", value=raw)
     assert prod.flush(10) == 0
+    del prod  # not kept alive by the fixture's frame: librdkafka would retry the stopped broker at exit
     res = run_pipeline(stack_settings, SAMPLE, bucket=BUCKET, time_scale=3600, size_scale=10_000,
                        run_id="e2e-run")
     return res
