@@ -42,10 +42,11 @@ from schemas import Candidate, ObjectHeat, ShardStatus
 HOT, COLD, NEW, GONE = "hot", "cold", "new", "gone"
 
 # Layout of a pickled ShardState (recovery snapshots). Raise it whenever a change makes older snapshots unusable
-# (5: the shard knows its partition and emits ShardStatus records; 4: pending labels keep the heat prior's p_hot and the model is scored against it (flows.model); 3: the shard
-# remembers request ids (flows.dedup); 2: flows.horizon_reads keeps its ladder per size class; 1, implicit:
-# everything before), so a flow restarted on an old recovery store stops with StateFormatError instead of failing
-# somewhere deep in the core. Formats 2 to 4 are upgraded on restore (restore_shard).
+# (5: the shard knows its partition and emits ShardStatus records, and its read estimate has an idle-time-only
+# level (flows.horizon_reads); 4: pending labels keep the heat prior's p_hot and the model is scored against it
+# (flows.model); 3: the shard remembers request ids (flows.dedup); 2: flows.horizon_reads keeps its ladder per size
+# class; 1, implicit: everything before), so a flow restarted on an old recovery store stops with StateFormatError
+# instead of failing somewhere deep in the core. Formats 2 to 4 are upgraded on restore (restore_shard).
 STATE_FORMAT = 5
 
 
@@ -540,7 +541,9 @@ def restore_shard(blob: bytes, where: str = "a recovery snapshot") -> ShardState
         shard.state_format = found = 4
     if found == 4:
         # Format 5 emits ShardStatus records: the partition is set by the flow's first batch (ShardLogic) and
-        # the first status is due at the next multiple of the interval.
+        # the first status is due at the next multiple of the interval. Its read estimate's idle-time-only level
+        # starts empty.
+        shard.horizon_reads.add_idle_level()
         shard.shard_id = None
         shard.next_status_at = (_next_multiple(shard.clock, shard.params.status_interval_s)
                                 if math.isfinite(shard.clock) else math.inf)

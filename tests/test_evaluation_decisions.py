@@ -62,6 +62,35 @@ def test_each_size_class_has_its_own_estimate_and_falls_back_to_all_sizes():
     assert hr.estimate(1.0, 0.0, 100 * MB) == pytest.approx(125 / 65)
 
 
+def test_a_state_with_too_few_observations_falls_back_to_its_idle_time_alone():
+    hr = HorizonReads(30 * DAY, STEPS, sample_every=1, min_count=10)
+    reads = {}
+    # 30 objects of one read (activity ~1) read twice more within the horizon; 30 busier ones (~3) never again;
+    # 4 very busy ones (~30) read twice more too: too few for their activity, at any size
+    for i in range(30):
+        for name, activity in ((f"one{i}", 1.0), (f"busy{i}", 3.0)):
+            hr.observe(name, 0.0, activity, 0.0, 1, MB)
+            reads[name] = 1
+    for i in range(4):
+        hr.observe(f"hot{i}", 0.0, 30.0, 0.0, 1, MB)
+        reads[f"hot{i}"] = 1
+    assert hr.calibrated_states() == (0, hr.pooled_states)
+    for day in range(1, 31):
+        if day == 2:
+            reads.update({k: 3 for k in reads if k.startswith("one")})
+            reads.update({k: 3 for k in reads if k.startswith("hot")})
+        hr.advance(day * DAY, reads.__getitem__)
+    assert hr.estimate(1.0, 0.0, MB) == pytest.approx(2.0) and hr.estimate(3.0, 0.0, MB) == pytest.approx(0.0)
+    # 4 observations are too few for activity ~30, in its size class and over all sizes: the mean of everything
+    # observed right after an access, (30 * 2 + 4 * 2) / 64 (before this level: None, and no move down)
+    assert hr.estimate(30.0, 0.0, MB) == pytest.approx(68 / 64)
+    assert hr.estimate(30.0, 0.0, 100 * MB) == pytest.approx(68 / 64)
+    # an idle time never observed has no estimate at any level
+    assert hr.estimate(30.0, 7 * DAY, MB) is None
+    # every activity right after an access has an estimate now; no idle one does
+    assert hr.calibrated_states() == (hr.pooled_states // hr.idle_width, hr.pooled_states)
+
+
 def test_sampling_does_not_follow_the_partitioner():
     """CRC32 is affine: a CRC32 sample would keep all or none of a partition's keys. The sample must be ~1/n of
     every partition."""

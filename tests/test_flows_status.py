@@ -82,9 +82,17 @@ def test_a_format_4_snapshot_is_upgraded_and_the_flow_names_its_shard():
     shard.state_format = 4
     del shard.shard_id, shard.next_status_at  # what a format-4 snapshot had not
     object.__delattr__(shard.params, "status_interval_s")
+    ladder = shard.horizon_reads
+    fresh_rows = len(ladder.reads_sum)
+    del ladder.idle_base  # nor the read estimate's idle-time-only level
+    for table in (ladder.reads_sum, ladder.complete):
+        del table[-ladder.idle_width:]
     restored = restore_shard(pickle.dumps(shard))
     assert restored.state_format == STATE_FORMAT == 5 and restored.shard_id is None
     assert restored.next_status_at == (math.floor(restored.clock / HOUR) + 1) * HOUR
+    ladder = restored.horizon_reads
+    assert len(ladder.reads_sum) == len(ladder.complete) == fresh_rows
+    assert not any(map(any, ladder.complete[ladder.idle_base:]))  # the new level starts empty
 
     # The flow's first batch after the restart names the shard after its partition.
     logic = ShardLogic(lambda partition: shard_of(shard_id=partition), pickle.dumps(restored))
