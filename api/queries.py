@@ -402,7 +402,8 @@ def get_audit(store: AnalyticsStore, audit_id: str) -> dict | None:
 
 # --- flow status ---------------------------------------------------------------------------------------------
 _STATUS_COLS = """shard, toFloat64(as_of) AS as_of, events, late_events, repeats, dead_letters, objects, objects_hot,
-    labels_pending, labels_learned, p_hot_from, labels_scored, regression_logloss, prior_logloss, forest_labels_scored, forest_logloss, forest_share_regression_logloss, reads_states_calibrated, reads_states"""
+    labels_pending, labels_learned, p_hot_from, labels_scored, regression_logloss, prior_logloss,
+    forest_labels_scored, forest_logloss, forest_share_regression_logloss, reads_states_calibrated, reads_states"""
 
 
 def latest_shard_status(store: AnalyticsStore) -> list[dict]:

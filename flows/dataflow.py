@@ -3,7 +3,8 @@
     access topic --(AccessSource: one Bytewax partition per Kafka partition, offsets = recovery state)-->
     (partition, [(offset, raw bytes), ...]) micro-batches, keyed by Kafka partition
     --stateful_batch "shard" (ShardLogic: parse + validate, heat, p_hot, labels, hysteresis)-->
-    [(topic, key, value bytes), ...] (candidates, heat snapshots, shard status, dead letters) --(KafkaRecordSink: produce, flush before the epoch closes)--> topics
+    [(topic, key, value bytes), ...] (candidates, heat snapshots, shard status, dead letters)
+    --(KafkaRecordSink: produce, flush before the epoch closes)--> topics
 
 Why micro-batches keyed by Kafka partition rather than one Bytewax item per event keyed by object: producers key
 the access topic by object, so a Kafka partition already holds every event of its objects in order. Keeping the

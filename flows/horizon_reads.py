@@ -145,7 +145,7 @@ class HorizonReads:
         return ready, self.pooled_states
 
     def _estimate(self, st: int) -> float | None:
-        width = len(self.steps_s) + 1
+        width = self.idle_width
         base = st - st % width
         prior = None
         # Right after an access (idle bucket 0) reads come in bursts: that state stands alone. Idle ones chain:
