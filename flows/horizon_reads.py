@@ -114,12 +114,13 @@ class HorizonReads:
         cache = self._cache
         if st not in cache:
             e = self._estimate(st)
-            if e is None:
-                e = self._estimate(self.pooled_base + st % self.pooled_states)
-            if e is None:
-                e = self._estimate(self.idle_base + st % self.idle_width)
-            cache[st] = e
+            cache[st] = e if e is not None else self._pooled_estimate(st % self.pooled_states)
         return cache[st]
+
+    def _pooled_estimate(self, s: int) -> float | None:
+        """Pooled state `s` (activity x idle bucket): its estimate over all sizes, else its idle time's alone."""
+        e = self._estimate(self.pooled_base + s)
+        return e if e is not None else self._estimate(self.idle_base + s % self.idle_width)
 
     @property
     def idle_width(self) -> int:
@@ -139,9 +140,7 @@ class HorizonReads:
     def calibrated_states(self) -> tuple[int, int]:
         """(states pooled over sizes that have an estimate, of their own or their idle time's; all of them): until
         a state has one, no object in it is moved down (flows.shard)."""
-        base = self.pooled_base
-        ready = sum(1 for s in range(self.pooled_states) if self._estimate(base + s) is not None
-                    or self._estimate(self.idle_base + s % self.idle_width) is not None)
+        ready = sum(1 for s in range(self.pooled_states) if self._pooled_estimate(s) is not None)
         return ready, self.pooled_states
 
     def _estimate(self, st: int) -> float | None:
