@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -15,6 +16,7 @@ from dim.config import Settings
 from schemas import tables as t
 
 MAX_POINTS = 200
+PLAN_TIMES = frozenset({"created_at"})  # queries.list_plans returns it as toFloat64
 
 
 def data_range(store: AnalyticsStore) -> tuple[float, float]:
@@ -81,12 +83,26 @@ def _chart(view: View, rows: list[dict], path: Path) -> bool:
     return True
 
 
-def _table(rows: list[dict]) -> str:
+def time_columns(store: AnalyticsStore, sql: str) -> frozenset[str]:
+    """The columns of a query's result that are dates or times (the store returns them as Unix seconds)."""
+    described = store.query(f"DESCRIBE ({sql})")
+    return frozenset(d["name"] for d in described
+                     if re.match(r"(Nullable\()?(LowCardinality\()?(Date|DateTime)(32|64)?\b", d["type"]))
+
+
+def _cell(value, is_time: bool) -> str:
+    if is_time and value is not None:  # DateTime64 comes as a quoted decimal ("1796308401.000")
+        return f"{dt.datetime.fromtimestamp(float(value), dt.UTC):%Y-%m-%d %H:%M:%S}"
+    return str(value)
+
+
+def _table(rows: list[dict], times: frozenset[str] = frozenset()) -> str:
+    """An HTML table; columns in `times` (Unix seconds) are shown as UTC date and time, like Grafana does."""
     if not rows:
         return "<p>none</p>"
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>"
-                   for r in rows)
+    head = "".join(f"<th>{html.escape(str(c))}{' (UTC)' if c in times else ''}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v, k in times))}</td>" for k, v in r.items())
+                   + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -96,9 +112,10 @@ def write_report(settings: Settings, store: AnalyticsStore, out_dir: Path) -> Pa
     interval = _interval(start, end)
     sections = []
     for n, view in enumerate(VIEWS, 1):
-        rows = store.query(expand_macros(view.sql, start, end, interval, settings.clickhouse.database))
+        sql = expand_macros(view.sql, start, end, interval, settings.clickhouse.database)
+        rows = store.query(sql)
         if view.panel == "table":
-            sections.append(f"<h2>{html.escape(view.title)}</h2>{_table(rows)}")
+            sections.append(f"<h2>{html.escape(view.title)}</h2>{_table(rows, time_columns(store, sql))}")
             continue
         png = out_dir / f"chart-{n:02d}.png"
         if _chart(view, rows, png):
@@ -129,7 +146,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}} im
 <p>Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC from database <code>{html.escape(
         settings.clickhouse.database)}</code>; data {span}.</p>
 <table>{summary_html}</table>
-<h2>Latest plans</h2>{_table(plans)}
+<h2>Latest plans</h2>{_table(plans, PLAN_TIMES)}
 {''.join(sections)}
 </body></html>
 """

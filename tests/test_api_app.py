@@ -308,3 +308,13 @@ def test_report_writes_html_with_charts(populated, tmp_path):
     assert len(pngs) >= 8 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert all(f'src="{p.name}"' in page for p in pngs)
     assert ds.plan_id in page and "checksum mismatch" in page and "all-hot baseline" in page
+    # Times in tables read as UTC dates, as Grafana shows them, not as Unix seconds.
+    import datetime as dt
+    import re
+
+    def utc(s: float) -> str:
+        return f"{dt.datetime.fromtimestamp(s, dt.UTC):%Y-%m-%d %H:%M:%S}"
+    failed_row = next(row for row in re.findall(r"<tr>.*?</tr>", page) if "checksum mismatch" in row)
+    assert f"<td>{utc(ds.start + 2001)}</td>" in failed_row, failed_row  # Move failures: ts
+    assert f"<td>{utc(ds.start + 1500)}</td>" in page  # Latest plans: created_at
+    assert f">{int(ds.start + 1500)}" not in page and f">{int(ds.start + 2001)}" not in page
