@@ -37,7 +37,9 @@ import heapq
 from bisect import bisect_right
 
 SECONDS_PER_DAY = 86_400.0
-ACTIVITY_BUCKETS = (1.5, 2.5, 5.5, 20.5)  # ~ 1, 2, 3-5, 6-20, > 20 recent reads
+# ~ 0 (written, not read lately), 1, 2, 3-5, 6-20, > 20 recent reads. Activity is 0 for an object written and never
+# read (a backup) and exactly 1 at a single read's own time, so the first edge sets write-only objects apart.
+ACTIVITY_BUCKETS = (0.5, 1.5, 2.5, 5.5, 20.5)
 SIZE_BUCKETS = (256 * 1024, 1024**2, 4 * 1024**2, 16 * 1024**2)  # bytes: < 256 KiB, < 1 MiB, ... >= 16 MiB
 
 
@@ -135,6 +137,34 @@ class HorizonReads:
         self.idle_base = self.pooled_base + self.pooled_states
         for table in (self.reads_sum, self.complete):
             table.extend([0] * len(self.ends) for _ in range(self.idle_width))
+        self._cache = {}
+
+    def add_unread_activity(self) -> None:
+        """Re-index a ladder pickled before the "not read lately" activity bucket existed (shard state format 5:
+        buckets from "~1 read" up): every state keeps its counts under its new index, the new bucket starts
+        empty and fills with the observations of objects written and not read from now on."""
+        width, old_ps = self.idle_width, self.pooled_states
+        new_ps = (len(ACTIVITY_BUCKETS) + 1) * width
+        if new_ps == old_ps:
+            return
+        old_idle_base = self.idle_base
+
+        def moved(st: int) -> int:
+            if st >= old_idle_base:  # the idle-time-only level: one state per idle bucket, as before
+                return (len(SIZE_BUCKETS) + 2) * new_ps + st - old_idle_base
+            size, rest = divmod(st, old_ps)
+            return size * new_ps + rest + width  # one activity bucket up
+
+        self.pooled_states = new_ps
+        self.pooled_base = (len(SIZE_BUCKETS) + 1) * new_ps
+        self.idle_base = self.pooled_base + new_ps
+        for name in ("reads_sum", "complete"):
+            old, table = getattr(self, name), [[0] * len(self.ends) for _ in range(self.idle_base + width)]
+            for st, row in enumerate(old):
+                table[moved(st)] = row
+            setattr(self, name, table)
+        self.pending = [(due, key, at, moved(st), period, reads) for due, key, at, st, period, reads in self.pending]
+        heapq.heapify(self.pending)
         self._cache = {}
 
     def calibrated_states(self) -> tuple[int, int]:

@@ -42,12 +42,12 @@ from schemas import Candidate, ObjectHeat, ShardStatus
 HOT, COLD, NEW, GONE = "hot", "cold", "new", "gone"
 
 # Layout of a pickled ShardState (recovery snapshots). Raise it whenever a change makes older snapshots unusable
-# (5: the shard knows its partition and emits ShardStatus records, and its read estimate has an idle-time-only
+# (6: the read estimate has an activity bucket of its own for objects written and not read lately; 5: the shard knows its partition and emits ShardStatus records, and its read estimate has an idle-time-only
 # level (flows.horizon_reads); 4: pending labels keep the heat prior's p_hot and the model is scored against it
 # (flows.model); 3: the shard remembers request ids (flows.dedup); 2: flows.horizon_reads keeps its ladder per size
 # class; 1, implicit: everything before), so a flow restarted on an old recovery store stops with StateFormatError
-# instead of failing somewhere deep in the core. Formats 2 to 4 are upgraded on restore (restore_shard).
-STATE_FORMAT = 5
+# instead of failing somewhere deep in the core. Formats 2 to 5 are upgraded on restore (restore_shard).
+STATE_FORMAT = 6
 
 
 class StateFormatError(RuntimeError):
@@ -225,6 +225,9 @@ class ShardState:
             evaluation = self._evaluate(key, rec, at)
             if evaluation[4]:  # uncalibrated: not offered (see the module's docstring)
                 self._emit(key, rec, at, NEW, evaluation, out)
+            # Followed like a read: an object written and never read (a backup) gets idle re-checks too, or it
+            # would never be offered again once its "new" candidate (if any) was planned.
+            self._follow_idle(key, rec, at, evaluation[2])
         elif op == "DELETE" and rec.gone and not was_gone:
             self.hot.discard(key)
             h = p.heat
@@ -548,6 +551,11 @@ def restore_shard(blob: bytes, where: str = "a recovery snapshot") -> ShardState
         shard.next_status_at = (_next_multiple(shard.clock, shard.params.status_interval_s)
                                 if math.isfinite(shard.clock) else math.inf)
         shard.state_format = found = 5
+    if found == 5:
+        # Format 6 gives objects written and not read lately an activity bucket of their own in the read estimate:
+        # the estimate's counts are re-indexed, the new bucket starts empty.
+        shard.horizon_reads.add_unread_activity()
+        shard.state_format = found = 6
     if found != STATE_FORMAT:
         raise StateFormatError(
             f"{where} holds shard state format {found}, this flow reads format {STATE_FORMAT}: it was written by "

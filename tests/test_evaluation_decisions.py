@@ -91,6 +91,40 @@ def test_a_state_with_too_few_observations_falls_back_to_its_idle_time_alone():
     assert hr.calibrated_states() == (hr.pooled_states // hr.idle_width, hr.pooled_states)
 
 
+def test_objects_written_and_not_read_have_an_activity_of_their_own():
+    hr = HorizonReads(30 * DAY, STEPS, sample_every=1, min_count=10)
+    reads = {}
+    # 30 objects just written (activity 0) are never read; 30 just read once (activity 1) are read twice more
+    for i in range(30):
+        hr.observe(f"w{i}", 0.0, 0.0, 0.0, 0, MB)
+        hr.observe(f"r{i}", 0.0, 1.0, 0.0, 1, MB)
+        reads[f"w{i}"], reads[f"r{i}"] = 0, 1
+    for day in range(1, 31):
+        if day == 2:
+            reads.update({k: 3 for k in reads if k.startswith("r")})
+        hr.advance(day * DAY, reads.__getitem__)
+    assert hr.estimate(0.0, 0.0, MB) == pytest.approx(0.0)  # a backup is not a one-read object
+    assert hr.estimate(1.0, 0.0, MB) == pytest.approx(2.0)
+    assert hr.estimate(0.4, 0.0, 100 * MB) == pytest.approx(0.0)  # reads long ago, faded: not read lately
+
+
+def test_an_object_written_and_never_read_is_rechecked_when_idle_and_offered_cold():
+    """Its PUT is followed like a read: idle re-checks, and calibration observations when sampled."""
+    shard = ShardState(FlowParams())
+    shard.horizon_reads.estimate = lambda activity, idle_s, size: 0.0  # calibrated (see _run)
+    out = []
+    shard.on_event("b/backup", 0.0, "PUT", 50 * MB, 50 * MB, out)
+    for t in (t for _, t, _ in _clock(20)):
+        shard.on_event("b/clock", t, "GET", 1000, 1000, out)
+    idle = [round((c.as_of - c.last_access) / DAY, 2) for c in out
+            if isinstance(c, Candidate) and c.key == "backup" and c.outlook == "cold"]
+    assert idle == [1.0, 3.0, 7.0, 14.0]  # before: none, ever (only its "new" candidate at the write)
+    # sampled write-only objects are observed for the calibration (activity 0: their own bucket)
+    fresh = ShardState(FlowParams(reads_sample_every=1))
+    fresh.on_event("b/w", 0.0, "PUT", MB, MB, [])
+    assert [(at, key) for _, key, at, *_ in fresh.horizon_reads.pending] == [(0.0, "b/w")]
+
+
 def test_sampling_does_not_follow_the_partitioner():
     """CRC32 is affine: a CRC32 sample would keep all or none of a partition's keys. The sample must be ~1/n of
     every partition."""

@@ -50,7 +50,7 @@ def test_a_shard_reports_its_status_every_interval_of_event_time_and_at_the_end(
     assert last.prior_logloss == scores["vs_prior_logloss_prior"] and 0 < last.prior_logloss < 10
     assert last.forest_labels_scored == scores["scored"]
     assert (last.forest_logloss is None) == (scores["scored"] == 0)
-    assert last.reads_states == 20 and 0 <= last.reads_states_calibrated <= 20
+    assert last.reads_states == 24 and 0 <= last.reads_states_calibrated <= 24
 
 
 def test_interval_zero_reports_only_at_the_end_and_a_shard_without_events_not_at_all():
@@ -88,7 +88,7 @@ def test_a_format_4_snapshot_is_upgraded_and_the_flow_names_its_shard():
     for table in (ladder.reads_sum, ladder.complete):
         del table[-ladder.idle_width:]
     restored = restore_shard(pickle.dumps(shard))
-    assert restored.state_format == STATE_FORMAT == 5 and restored.shard_id is None
+    assert restored.state_format == STATE_FORMAT == 6 and restored.shard_id is None
     assert restored.next_status_at == (math.floor(restored.clock / HOUR) + 1) * HOUR
     ladder = restored.horizon_reads
     assert len(ladder.reads_sum) == len(ladder.complete) == fresh_rows
@@ -102,3 +102,44 @@ def test_a_format_4_snapshot_is_upgraded_and_the_flow_names_its_shard():
     status = [ShardStatus.model_validate_json(v) for topic, k, v in records if topic == topics.FLOW_STATUS]
     assert [(s.shard, s.as_of) for s in status] == [(5, later)]
     assert [k for topic, k, _ in records if topic == topics.FLOW_STATUS] == [b"5"]
+
+
+def test_a_format_5_snapshot_keeps_its_read_estimates_under_the_new_activity_layout(monkeypatch):
+    """Format 6 added the "not read lately" activity bucket: a format-5 ladder's counts move one bucket up."""
+    import flows.horizon_reads as hr_module
+
+    day, mb = 86400.0, 1_000_000
+    monkeypatch.setattr(hr_module, "ACTIVITY_BUCKETS", hr_module.ACTIVITY_BUCKETS[1:])  # format 5's edges
+    shard, out = shard_of(), []
+    busy_stream(shard, 3, out)
+    def fill(ladder: HorizonReads, reads: dict) -> HorizonReads:
+        for i in range(6):  # busy (activity 3) and one-read objects of two sizes, read again within the horizon
+            for name, activity, size in ((f"b/busy{i}", 3.0, mb), (f"b/one{i}", 1.0, 8 * mb)):
+                ladder.observe(name, T0, activity, 0.0, 1, size)
+                reads[name] = 1 + (i % 3 if activity > 1 else 1)
+        ladder.advance(T0 + 2 * day, reads.__getitem__)  # first two periods complete, the third still pending
+        return ladder
+
+    reads: dict = {}
+    ladder = shard.horizon_reads = fill(HorizonReads(30 * day, (day, 3 * day), sample_every=1, min_count=2), reads)
+    probes = [(a, idle, size) for a in (1.0, 3.0, 30.0) for idle in (0.0, 2 * day) for size in (mb, 8 * mb)]
+    before = [ladder.estimate(*probe) for probe in probes]
+    assert any(e is not None for e in before)
+    shard.state_format = 5
+    blob = pickle.dumps(shard)
+    monkeypatch.undo()
+
+    restored = restore_shard(blob)
+    assert restored.state_format == STATE_FORMAT == 6
+    ladder = restored.horizon_reads
+    assert [ladder.estimate(*probe) for probe in probes] == before
+    assert ladder.pooled_states == 3 * 6 and len(ladder.reads_sum) == len(ladder.complete) == 6 * 18 + 3
+    assert ladder.estimate(0.0, 0.0, mb) == ladder.estimate(0.0, 0.0, 8 * mb) == ladder._estimate(
+        ladder.idle_base)  # the new bucket is empty: its idle time's estimate
+    # The observations still pending complete into their moved states: as in a ladder built with format 6.
+    built = fill(HorizonReads(30 * day, (day, 3 * day), sample_every=1, min_count=2), {})
+    later = {k: v + 1 for k, v in reads.items()}
+    for each in (ladder, built):
+        each.advance(T0 + 40 * day, later.__getitem__)
+    assert ladder.reads_sum == built.reads_sum and ladder.complete == built.complete
+    assert [ladder.estimate(*probe) for probe in probes] == [built.estimate(*probe) for probe in probes]
