@@ -61,12 +61,16 @@ class LazyGroup(click.Group):
     def invoke(self, ctx):
         from pydantic import ValidationError
 
+        from dim.config import ConfigError
+
         try:
             return super().invoke(ctx)
         except ValidationError as exc:
             if exc.title != "Settings":
                 raise
             raise click.ClickException(configuration_error(exc)) from None
+        except ConfigError as exc:
+            raise click.ClickException(f"invalid configuration: {exc}") from None
 
     def format_commands(self, ctx, formatter):
         rows = [(name, help_) for name, (_, help_) in SUBCOMMANDS.items()]
@@ -90,6 +94,8 @@ def configuration_error(exc) -> str:
         env = "DIM_" + "__".join(p.upper() for p in path[:2])
         where = env if env in os.environ else ".".join(path)
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":  # a misspelt name: say so, and where the real names are listed
+            msg = f"unknown setting of section '{path[0]}' (`dim config` lists them all)"
         got = "" if isinstance(err["input"], dict) else f" (got {repr(err['input'])[:80]})"  # a section: msg says
         lines.append(f"  {where}: {msg}{got}")
     return "\n".join(lines)

@@ -13,7 +13,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, NonNegativeFloat, NonNegativeInt, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    SecretStr,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,11 +29,24 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+
+class ConfigError(ValueError):
+    """A configuration that cannot be read (a missing or malformed DIM_CONFIG file, an unknown section in it, a
+    list or table setting in the environment that is not JSON): the CLI prints it as one message."""
+
+
+class _Section(BaseModel):
+    # A misspelt setting (`DIM_FLOW__STATUS_INTERVAL`, `stauts_interval_s` in dim.toml) is an error, not a default
+    # silently kept.
+    # Infinity and NaN are not settings: "never" is spelt 0 or left unset where a field allows it.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
 # S3's limits on the size of one part of a multipart upload (the last part may be smaller).
 S3_MIN_PART, S3_MAX_PART = 5 * 1024 * 1024, 5 * 1024**3
 
 
-class StackSettings(BaseModel):
+class StackSettings(_Section):
     """Ports and binaries of the embedded stack started by `dim up`."""
 
     data_dir: Path = Path(".dim")
@@ -38,7 +59,7 @@ class StackSettings(BaseModel):
     startup_timeout_s: float = Field(default=60.0, gt=0)
 
 
-class S3Settings(BaseModel):
+class S3Settings(_Section):
     endpoint: str | None = None  # default: the embedded SeaweedFS, http://127.0.0.1:<stack.s3_port>
     access_key: str = "dim"
     secret_key: SecretStr = SecretStr("dim-secret-key")
@@ -49,7 +70,7 @@ class S3Settings(BaseModel):
     max_object_bytes: int = Field(default=64 * 1024, ge=0)
 
 
-class KafkaSettings(BaseModel):
+class KafkaSettings(_Section):
     bootstrap: str | None = None  # default: the embedded Tansu broker, 127.0.0.1:<stack.kafka_port>
     partitions: int = Field(default=4, ge=1)
     # Tansu needs these to be low/short for fast group joins and low-latency fetches (measured on this machine).
@@ -58,7 +79,7 @@ class KafkaSettings(BaseModel):
     group_prefix: str = "dim"
 
 
-class ClickHouseSettings(BaseModel):
+class ClickHouseSettings(_Section):
     # "chdb": embedded ClickHouse in-process (one process per data directory);
     # "server": a ClickHouse server through clickhouse-connect.
     mode: Literal["chdb", "server"] = "chdb"
@@ -72,7 +93,10 @@ class ClickHouseSettings(BaseModel):
     chdb_sessions: int = Field(default=4, ge=1, le=64)
 
 
-class FlowSettings(BaseModel):
+MAX_LATENESS_HALF_LIVES = 512
+
+
+class FlowSettings(_Section):
     half_lives_s: list[float] = Field(default_factory=lambda: [3600.0, 86400.0, 7 * 86400.0])
     allowed_lateness_s: float = Field(default=300.0, ge=0)
     # An access whose event time is more than this ahead of its Kafka record's timestamp is a dead letter: a
@@ -102,7 +126,8 @@ class FlowSettings(BaseModel):
     # snapshots of touched objects go to the heat topic every heat_interval_s; each shard's ShardStatus (counters,
     # model against the heat prior) goes to the flow-status topic every status_interval_s.
     eval_interval_s: float = Field(default=3600.0, ge=0)
-    sweep_interval_s: float = Field(default=6 * 3600.0, ge=0)  # 0: off
+    # The sweep also closes the read estimate's periods and runs the idle re-checks: it cannot be off.
+    sweep_interval_s: float = Field(default=6 * 3600.0, gt=0)
     heat_interval_s: float = Field(default=86400.0, ge=0)  # 0: off
     status_interval_s: float = Field(default=3600.0, ge=0)  # 0: only at the end of a bounded run
     # Idle re-checks (docs/flows.md "Decisions"): an idle object is offered to the solver again when its idle time
@@ -133,6 +158,13 @@ class FlowSettings(BaseModel):
     def _consistent(self) -> FlowSettings:
         if not self.half_lives_s or min(self.half_lives_s) <= 0:
             raise ValueError(f"half_lives_s needs at least one half-life, each > 0 (got {self.half_lives_s})")
+        limit = MAX_LATENESS_HALF_LIVES * min(self.half_lives_s)
+        if self.allowed_lateness_s > limit:
+            # An on-time event that far back is evaluated before the heat's reference time: 2^(lateness / half-life)
+            # overflows a float near 1,024 half-lives (flows/heat.py).
+            raise ValueError(f"allowed_lateness_s ({self.allowed_lateness_s:g}) must be at most "
+                             f"{MAX_LATENESS_HALF_LIVES} x the shortest half-life ({limit:g} s): lower it, or "
+                             "lengthen the shortest half-life")
         if self.cold_threshold >= self.hot_threshold:
             raise ValueError(f"cold_threshold ({self.cold_threshold}) must be below hot_threshold "
                              f"({self.hot_threshold}): the band between them is the hysteresis")
@@ -142,7 +174,7 @@ class FlowSettings(BaseModel):
         return self
 
 
-class SolverPolicy(BaseModel):
+class SolverPolicy(_Section):
     """Per-prefix placement policy, always honoured. `prefix` matches "<bucket>/<key>"; the longest match wins."""
 
     prefix: str
@@ -153,7 +185,7 @@ class SolverPolicy(BaseModel):
     allow_archive: bool = True  # False: the data may not wait hours for a restore
 
 
-class SolverSettings(BaseModel):
+class SolverSettings(_Section):
     replication_factor: int = Field(default=2, ge=1)
     provider_diversity: bool = True
     planning_horizon_days: float = Field(default=30.0, gt=0)
@@ -189,7 +221,7 @@ class SolverSettings(BaseModel):
     milp_rel_gap: float = Field(default=1e-6, ge=0)
 
 
-class MoverSettings(BaseModel):
+class MoverSettings(_Section):
     max_attempts: int = Field(default=6, ge=1)
     backoff_base_s: float = Field(default=0.2, ge=0)
     backoff_max_s: float = Field(default=10.0, ge=0)
@@ -244,7 +276,7 @@ class MoverSettings(BaseModel):
     audit_grace_s: float = Field(default=7 * 86400.0, ge=0)
 
 
-class ApiSettings(BaseModel):
+class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     token: SecretStr | None = None  # bearer token; auth is off when unset
@@ -283,9 +315,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        _check_env_json(settings_cls)
         toml_path = os.environ.get("DIM_CONFIG") or ("dim.toml" if Path("dim.toml").exists() else None)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml_path:
+            _check_toml(Path(toml_path), set(settings_cls.model_fields))
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
         return tuple(sources)
 
@@ -335,6 +369,57 @@ def _mask(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def _check_toml(path: Path, sections: set[str]) -> None:
+    import tomllib
+
+    where = f"DIM_CONFIG={path}" if os.environ.get("DIM_CONFIG") else str(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot be read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - sections)
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {', '.join(map(repr, unknown))}; "
+                          f"the sections are {', '.join(sorted(sections))}")
+
+
+def _check_env_json(settings_cls) -> None:
+    """Sections (`DIM_FLOW`) and list or table settings (`DIM_API__CORS_ORIGINS`) are JSON in the environment:
+    name the variable that is not, instead of pydantic-settings' traceback."""
+    bad = []
+    for section, field in settings_cls.model_fields.items():
+        name = f"DIM_{section.upper()}"
+        json_vars = [name] + [f"{name}__{sub.upper()}" for sub, info in field.annotation.model_fields.items()
+                              if _takes_json(info.annotation)]
+        bad += [var for var in json_vars if var in os.environ and not _is_json(os.environ[var])]
+    if bad:
+        raise ConfigError(
+            "; ".join(f"{var}={os.environ[var][:60]!r} is not JSON" for var in bad)
+            + " (sections and list or table settings take JSON in the environment, e.g. "
+              "DIM_API__CORS_ORIGINS='[\"https://a.example\"]')")
+
+
+def _takes_json(annotation) -> bool:
+    """Whether pydantic-settings reads this field's environment value as JSON (lists, tables, models)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(f"{word}[" in str(annotation) for word in ("list", "dict", "tuple", "set"))
+
+
+def _is_json(text: str) -> bool:
+    import json
+
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 @lru_cache(maxsize=1)

@@ -94,6 +94,10 @@ def test_a_subcommand_that_cannot_load_says_why(monkeypatch):
     ("DIM_SOLVER__REPLICATION_FACTOR", "0", "greater than or equal to 1"),
     ("DIM_SOLVER__CAPACITY_BYTES", '{"aws:us-east-1:standard": -1}', "greater than or equal to 0"),
     ("DIM_API__PORT", "70000", "less than or equal to 65535"),
+    ("DIM_FLOW__SWEEP_INTERVAL_S", "0", "greater than 0"),  # the sweep drives idle re-checks: never off
+    ("DIM_FLOW__ALLOWED_LATENESS_S", "86400", "at most 512 x the shortest half-life"),  # heat would overflow
+    ("DIM_FLOW__DEDUP_WINDOW_S", "inf", "finite number"),
+    ("DIM_FLOW__STATUS_INTERVAL", "5", "unknown setting of section 'flow'"),  # misspelt: not silently ignored
 ])
 def test_a_bad_setting_is_a_one_line_error_naming_it(monkeypatch, env, value, fragment):
     # Not a traceback, and not a value that hangs or breaks a stage later (a semaphore of 0, a 1 kB S3 part).
@@ -103,10 +107,37 @@ def test_a_bad_setting_is_a_one_line_error_naming_it(monkeypatch, env, value, fr
         if k.startswith("DIM_"):
             monkeypatch.delenv(k)
     monkeypatch.setenv(env, value)
+    if env == "DIM_FLOW__ALLOWED_LATENESS_S":
+        monkeypatch.setenv("DIM_FLOW__HALF_LIVES_S", "[60, 3600]")
     with pytest.raises(ValidationError):
         Settings()
     result = CliRunner().invoke(main, ["config"])
     assert result.exit_code == 1 and result.exception is not None and isinstance(result.exception, SystemExit)
     assert "invalid configuration" in result.output and fragment in result.output
     assert (env + ":") in result.output or env.split("__")[0].removeprefix("DIM_").lower() + ":" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("env, toml, fragment", [
+    ({"DIM_API__CORS_ORIGINS": "https://a.example"}, None, "DIM_API__CORS_ORIGINS='https://a.example' is not JSON"),
+    ({"DIM_FLOW": "notjson"}, None, "DIM_FLOW='notjson' is not JSON"),
+    ({}, "[flow\n", "not valid TOML"),
+    ({}, "[flwo]\nhot_reads = 3\n", "unknown section(s) 'flwo'"),
+    ({}, "[flow]\nhot_read = 3\n", "flow.hot_read: unknown setting of section 'flow'"),
+    ({"DIM_CONFIG": "/nonexistent/dim.toml"}, None, "DIM_CONFIG=/nonexistent/dim.toml: no such file"),
+])
+def test_an_unreadable_configuration_is_one_message_not_a_traceback(monkeypatch, tmp_path, env, toml, fragment):
+    from dim.cli import main
+
+    for k in list(__import__("os").environ):
+        if k.startswith("DIM_"):
+            monkeypatch.delenv(k)
+    monkeypatch.chdir(tmp_path)
+    if toml is not None:
+        (tmp_path / "dim.toml").write_text(toml)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    result = CliRunner().invoke(main, ["config"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "invalid configuration" in result.output and fragment in result.output, result.output
     assert "Traceback" not in result.output
