@@ -271,6 +271,21 @@ def poisson_at_least(mu: float, k: int) -> float:
         return 1.0
     if mu <= 0:
         return 0.0
+    if mu > 700.0:  # exp(-mu) underflows near 745: the terms in log space, the smaller side summed
+        log_mu = math.log(mu)
+
+        def term(j: int) -> float:
+            return math.exp(j * log_mu - mu - math.lgamma(j + 1))
+
+        if k <= mu:
+            return min(1.0, max(0.0, 1.0 - math.fsum(term(j) for j in range(k))))
+        total, j = 0.0, k  # the upper tail directly: 1 - (1 - tiny) would cancel to rounding noise
+        while True:
+            t = term(j)
+            total += t
+            if t <= total * 1e-17:
+                return min(1.0, total)
+            j += 1
     term = math.exp(-mu)
     below = term
     for j in range(1, k):

@@ -245,6 +245,10 @@ class ShardState:
             while due and due[0][0] <= self.clock:
                 _, k = heapq.heappop(due)
                 r = self.objects[k]
+                if r.next_eval > self.clock:
+                    # stale: the object was evaluated since (a sweep, a revival), and an event after that queued
+                    # it again at its new next_eval
+                    continue
                 if r.eval_due and not r.gone:
                     self._consider(k, r, self.clock, out)
                 r.eval_due = False

@@ -125,6 +125,24 @@ def test_an_object_written_and_never_read_is_rechecked_when_idle_and_offered_col
     assert [(at, key) for _, key, at, *_ in fresh.horizon_reads.pending] == [(0.0, "b/w")]
 
 
+def test_an_object_is_evaluated_at_most_once_per_eval_interval_after_a_revival():
+    """A revival PUT evaluates the object; the queue entry of its earlier reads must not evaluate it again
+    before eval_interval_s has passed (it did, at 3,600 s, once a later read had marked it due)."""
+    shard = ShardState(FlowParams())  # eval_interval_s 3,600
+    evaluated = []
+    on_evaluate = shard.predictor.on_evaluate
+
+    def spy(state, key, rec, at, *rest):
+        evaluated.append((key, at))
+        return on_evaluate(state, key, rec, at, *rest)
+    shard.predictor.on_evaluate = spy
+    for t, op in ((0.0, "GET"), (100.0, "GET"), (200.0, "DELETE"), (300.0, "PUT"), (400.0, "GET")):
+        shard.on_event("b/k", t, op, 10, 10, [])
+    for t in (3600.0, 3899.0, 3900.0):
+        shard.on_event("b/other", t, "GET", 10, 10, [])
+    assert [at for key, at in evaluated if key == "b/k"] == [0.0, 300.0, 3900.0]
+
+
 def test_sampling_does_not_follow_the_partitioner():
     """CRC32 is affine: a CRC32 sample would keep all or none of a partition's keys. The sample must be ~1/n of
     every partition."""

@@ -128,7 +128,7 @@ def test_a_format_2_snapshot_is_upgraded_with_an_empty_request_memory():
     object.__delattr__(shard.params, "dedup_window_s")  # a format-2 snapshot's FlowParams had no such field
     object.__delattr__(shard.params, "status_interval_s")
     restored = restore_shard(pickle.dumps(shard))
-    assert restored.state_format == STATE_FORMAT == 5 and restored.repeats == 0
+    assert restored.state_format == STATE_FORMAT == 6 and restored.repeats == 0
     assert restored.requests.window_s == LATENESS and len(restored.requests) == 0
     assert restored.on_event("b/k", T0 + 1, "GET", 10, 10, out, "R1") and restored.objects["b/k"].reads == 2
 
@@ -152,7 +152,7 @@ def test_a_format_3_snapshot_is_upgraded_and_its_model_keeps_serving():
         object.__delattr__(pending, "prior")
     restored = restore_shard(pickle.dumps(shard))
     rmodel = restored.predictor.model
-    assert restored.state_format == STATE_FORMAT == 5 and rmodel.prior_scored == 0
+    assert restored.state_format == STATE_FORMAT == 6 and rmodel.prior_scored == 0
     assert rmodel.selected in (BINNED, FOREST)  # serving by its count, as before the upgrade
     assert all(pending.prior is None for pending in restored.predictor.labels.pending())
     learned = rmodel.learned

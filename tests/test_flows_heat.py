@@ -127,6 +127,11 @@ def test_labels_and_poisson():
     assert [half_life_label(h) for h in (3600, 86400, 604800, 90, 1800)] == ["1h", "1d", "7d", "90s", "30m"]
     assert poisson_at_least(0.0, 2) == 0.0 and poisson_at_least(5.0, 0) == 1.0
     assert poisson_at_least(2.0, 2) == pytest.approx(1 - 3 * math.exp(-2))
+    # Far in the tail, where exp(-mu) underflows (mu > ~745): values from scipy.stats.poisson.sf(k - 1, mu)
+    assert poisson_at_least(750.0, 1000) == pytest.approx(2.15e-18, rel=0.05)
+    assert poisson_at_least(800.0, 1000) == pytest.approx(5.5e-12, rel=0.05)
+    assert poisson_at_least(2000.0, 5000) == 0.0 and poisson_at_least(2000.0, 1000) == 1.0
+    assert poisson_at_least(800.0, 800) == pytest.approx(0.50470, abs=1e-4)
 
 
 def test_state_survives_pickling():
