@@ -124,6 +124,8 @@ def create_app(settings: Settings, store: AnalyticsStore, ingest_stats=None) -> 
         sort: Literal["key", "size", "-size", "updated_at", "-updated_at"] = "key",
         cursor: Annotated[str | None, Query(max_length=4096)] = None,
     ) -> dict:
+        if min_p_hot is not None and max_p_hot is not None and min_p_hot > max_p_hot:
+            raise HTTPException(400, "min_p_hot is above max_p_hot")  # as /costs and /sla refuse inverted ranges
         items, nxt = queries.list_objects(
             store, bucket=bucket, prefix=prefix, provider=provider, tier=tier, min_p_hot=min_p_hot,
             max_p_hot=max_p_hot, sort=sort, cursor=cursor, limit=limit)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -46,8 +47,11 @@ def decode_cursor(cursor: str, shape: tuple[type, ...]) -> list[Any]:
         raise BadCursor("cursor is not one this API issued")
     out = []
     for v, ty in zip(values, shape):
-        if ty is float and isinstance(v, (int, float)) and not isinstance(v, bool):
+        number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        if ty is float and number:  # never NaN or infinity (JSON's 1e400): no cursor this API issues has them
             out.append(float(v))
+        elif ty is int and number and v == int(v) and 0 <= v < 2**63:  # Kafka partitions and offsets
+            out.append(int(v))
         elif ty is str and isinstance(v, str):
             out.append(v)
         else:
@@ -441,9 +445,9 @@ def list_dead_letters(store: AnalyticsStore, *, source_topic: str | None, cursor
         where.append(("" if repeats else "NOT ") + "startsWith(reason, {repeat:String})")
         params["repeat"] = REPEAT_REASON_PREFIX
     if cursor:
-        c_topic, c_part, c_off = decode_cursor(cursor, (str, float, float))
-        where.append("(_topic, _partition, _offset) > ({ct:String}, {cp:UInt16}, {co:UInt64})")
-        params.update(ct=c_topic, cp=int(c_part), co=int(c_off))
+        c_topic, c_part, c_off = decode_cursor(cursor, (str, int, int))
+        where.append("(_topic, _partition, _offset) > ({ct:String}, {cp:UInt64}, {co:UInt64})")
+        params.update(ct=c_topic, cp=c_part, co=c_off)
     rows = store.query(
         f"""SELECT toFloat64(ts) AS ts, source_topic, partition, offset, reason, payload,
                    _topic AS t, _partition AS p, _offset AS o

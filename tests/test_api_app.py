@@ -267,6 +267,31 @@ INJECTIONS = [
 ]
 
 
+def test_a_crafted_cursor_is_a_400_problem_on_every_paged_endpoint(client, populated):
+    """Cursors are base64 JSON: well-formed ones with values this API never issues (NaN, infinity, negative or
+    fractional offsets) were a 500, a 503 "store unavailable", or an empty page that looked like the end."""
+    import base64
+
+    _, _, ds = populated
+
+    def cursor(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+    crafted = {
+        "/dead-letters": ['["a",NaN,1]', '["a",Infinity,1]', '["a",0,-5]', '["a",0.5,1]', '["a",0,1e400]'],
+        "/plans": ['[NaN,"p"]', '[1e400,"p"]'],
+        "/audits": ['[NaN,"a"]'],
+        f"/flow/status/{ds.shard}": ["[NaN]", "[-Infinity]"],
+        "/objects?sort=size": ['[NaN,"b","k"]'],
+    }
+    for path, texts in crafted.items():
+        for text in texts:
+            r = client.get(path, params={"cursor": cursor(text)})
+            assert r.status_code == 400, (path, text, r.status_code, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json"), (path, text)
+    inverted = client.get("/objects", params={"min_p_hot": 0.8, "max_p_hot": 0.2})
+    assert inverted.status_code == 400 and "min_p_hot" in inverted.json()["detail"]
+
+
 def test_sql_injection_in_every_string_parameter(client, populated):
     _, store, ds = populated
     string_params = {
