@@ -25,7 +25,7 @@ def _settings():
 
 @click.command("api")
 @click.option("--host", default=None, help="Bind address (default: api.host).")
-@click.option("--port", default=None, type=int, help="Port (default: api.port).")
+@click.option("--port", default=None, type=click.IntRange(1, 65535), help="Port (default: api.port).")
 @click.option("--no-ingest", is_flag=True, help="Serve only; do not consume the topics.")
 def api_cmd(host, port, no_ingest):
     """Serve the read-only API, and ingest the topics in a background thread of the same process (a chDB data
@@ -47,7 +47,7 @@ def api_cmd(host, port, no_ingest):
     # the ingester is stopped between batches and the store closed before the process exits (status 0).
     signal.signal(signal.SIGTERM, _raise_stopped)
     try:
-        uvicorn.run(app, host=host or settings.api.host, port=port or settings.api.port, log_level="info")
+        uvicorn.run(app, host=host or settings.api.host, port=settings.api.port if port is None else port, log_level="info")
     except (_Stopped, KeyboardInterrupt):
         pass
     finally:

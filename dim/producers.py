@@ -223,13 +223,18 @@ def _apply(options):
 @click.argument("trace", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--time-scale", default=1.0, show_default=True, help="Event-time seconds per trace second.")
 @click.option("--size-scale", default=1.0, show_default=True, help="Multiply every object size by this.")
-@click.option("--limit", type=int, default=None, help="Only the first N requests.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N requests.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "oracleGeneral"]), default=None,
               help="Trace format (default: from the file name).")
 @_apply(_common)
 def replay_cmd(trace, time_scale, size_scale, limit, fmt, bucket, speed, end_run, create_objects):
     """Publish TRACE (CSV time_s,object,size_bytes[,op], plain or .zst; or libCacheSim oracleGeneral)."""
+    import math
+
     from dim.traces import TraceError
+
+    if not all(math.isfinite(v) and v > 0 for v in (time_scale, size_scale)):
+        raise click.BadParameter("scales must be positive numbers")  # as `dim evaluate` says
 
     opt = ReplayOptions(bucket=bucket, time_scale=time_scale, size_scale=size_scale, source=trace.stem)
     try:
@@ -241,17 +246,22 @@ def replay_cmd(trace, time_scale, size_scale, limit, fmt, bucket, speed, end_run
 
 
 @click.command("generate")
-@click.option("--objects", default=2000, show_default=True)
-@click.option("--events", default=50000, show_default=True)
-@click.option("--days", default=14.0, show_default=True, help="Event-time span of the workload.")
+@click.option("--objects", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--events", type=click.IntRange(min=1), default=50000, show_default=True)
+@click.option("--days", type=click.FloatRange(min=0, min_open=True, max=36500), default=14.0, show_default=True,
+              help="Event-time span of the workload.")
 @click.option("--seed", default=42, show_default=True)
-@click.option("--zipf", default=1.1, show_default=True, help="Zipf exponent of popularity.")
+@click.option("--zipf", type=click.FloatRange(min=0, min_open=True, max=10), default=1.1, show_default=True,
+              help="Zipf exponent of popularity.")
 @_apply(_common)
 def generate_cmd(objects, events, days, seed, zipf, bucket, speed, end_run, create_objects):
     """Publish a seeded synthetic workload: Zipf popularity, diurnal cycle, viral bursts, fading interest and
     new uploads."""
     from dim.workload import WorkloadSpec, generate
 
+    if events < objects:
+        raise click.BadParameter(f"must be at least --objects ({objects}): every object is uploaded once",
+                                 param_hint="--events")
     spec = WorkloadSpec(objects=objects, events=events, duration_s=days * 86400.0, seed=seed, zipf_alpha=zipf)
     records = list(generate(spec))
     opt = ReplayOptions(bucket=bucket, source=f"synthetic{seed}")

@@ -52,14 +52,21 @@ def detect_format(path: Path | str) -> str:
 
 
 def read_trace(path: Path | str, fmt: str | None = None, limit: int | None = None) -> Iterator[TraceRecord]:
+    import zstandard
+
     path = Path(path)
     fmt = fmt or detect_format(path)
-    if fmt == "csv":
-        yield from _read_csv(path, limit)
-    elif fmt == "oracleGeneral":
-        yield from _read_oracle(path, limit)
-    else:
+    if fmt not in ("csv", "oracleGeneral"):
         raise TraceError(f"unknown trace format {fmt!r}")
+    n = 0
+    try:
+        for n, record in enumerate(_read_csv(path, limit) if fmt == "csv" else _read_oracle(path, limit), 1):
+            yield record
+    except zstandard.ZstdError as exc:
+        raise TraceError(f"{path.name}: not a readable zstd file after {n} records ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise TraceError(f"{path.name}: not UTF-8 text after {n} records ({exc.reason} at byte {exc.start} of a "
+                         "block): a CSV trace is time_s,object,size_bytes[,op] in UTF-8") from None
 
 
 def _read_csv(path: Path, limit: int | None) -> Iterator[TraceRecord]:

@@ -72,12 +72,13 @@ def generate(spec: WorkloadSpec) -> Iterator[TraceRecord]:
             records.append((float(max(t, upload[obj])), int(obj), op))
 
     # Viral bursts: a random object (already uploaded) gets a dense run of reads.
+    burst_s = min(spec.burst_duration_s, spec.duration_s)  # a workload shorter than a burst: one burst fills it
     for b in range(spec.bursts):
-        start = float(rng.uniform(0, spec.duration_s - spec.burst_duration_s))
+        start = float(rng.uniform(0, spec.duration_s - burst_s))
         eligible = np.flatnonzero(upload <= start)
         obj = int(rng.choice(eligible)) if len(eligible) else 0
         k = n_burst // spec.bursts
-        for t in np.sort(rng.uniform(start, start + spec.burst_duration_s, k)):
+        for t in np.sort(rng.uniform(start, start + burst_s, k)):
             records.append((float(t), obj, "GET"))
 
     records.sort(key=lambda r: (r[0], r[1]))

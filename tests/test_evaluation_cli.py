@@ -55,3 +55,26 @@ def test_evaluate_rejects_bad_trace_and_policy(tmp_path):
     res = CliRunner().invoke(evaluate_cmd, [str(good), "--json", str(tmp_path / "o.json"), "--policies", "nope"])
     assert res.exit_code != 0 and "unknown" in res.output
     assert not (tmp_path / "o.json").exists()
+
+
+def test_evaluate_refuses_what_it_cannot_do_before_running(tmp_path, monkeypatch):
+    """An output it could not write was found only after the whole run (minutes on the full trace)."""
+    from dim.evaluation import simulator
+
+    ran = []
+    monkeypatch.setattr(simulator, "evaluate", lambda *a, **k: ran.append(1))
+    good = write_trace(tmp_path / "g.csv", n=50)
+    (tmp_path / "afile").write_text("")
+    cases = [
+        (["--json", str(tmp_path / "afile" / "o.json")], "cannot write"),
+        (["--json", str(tmp_path / "o.json"), "--html", str(tmp_path / "afile" / "o.html")], "--html"),
+        (["--json", str(tmp_path / "o.json"), "--time-scale", "nan"], "positive numbers"),
+        (["--json", str(tmp_path / "o.json"), "--size-scale", "inf"], "positive numbers"),
+        (["--json", str(tmp_path / "o.json"), "--limit", "0"], "--limit"),
+        (["--json", str(tmp_path / "o.json"), "--workers", "0"], "--workers"),
+        (["--json", str(tmp_path / "o.json"), "--policies", ","], "no policy given"),
+    ]
+    for args, fragment in cases:
+        res = CliRunner().invoke(evaluate_cmd, [str(good), *args])
+        assert res.exit_code == 2 and fragment in res.output and "Traceback" not in res.output, (args, res.output)
+    assert ran == [] and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "g.csv"]  # no probe file left

@@ -43,6 +43,17 @@ def test_bad_trace_lines_give_clear_errors(tmp_path, line):
         list(read_trace(path))
 
 
+@pytest.mark.parametrize("name, payload, match", [
+    ("junk.csv.zst", b"time_s,object,size_bytes\n0,1,1\n", "not a readable zstd file"),
+    ("latin.csv", "0,caf\u00e9,1\n".encode("latin-1"), "not UTF-8 text"),
+])
+def test_an_undecodable_trace_is_a_trace_error_not_a_traceback(tmp_path, name, payload, match):
+    path = tmp_path / name
+    path.write_bytes(payload)
+    with pytest.raises(TraceError, match=f"{name}: {match}"):
+        list(read_trace(path))
+
+
 def test_a_trace_path_may_be_given_as_a_string():
     assert list(read_trace(str(SAMPLE), limit=3)) == list(read_trace(SAMPLE, limit=3))
 
@@ -109,3 +120,22 @@ def test_replay_reaches_the_broker_and_creates_objects(stack_settings):
     for loc in placement.locations:
         body = s3.get_object(Bucket=catalogue.location(loc).bucket, Key=replica_key("replaytest", key))["Body"]
         assert body.read() == object_bytes("replaytest", key, size)
+
+
+@pytest.mark.parametrize("command, args, fragment", [
+    ("generate", ["--objects", "0"], "--objects"),
+    ("generate", ["--events", "5"], "every object is uploaded once"),
+    ("generate", ["--days", "0"], "--days"),
+    ("replay", [str(SAMPLE), "--limit", "0"], "--limit"),
+    ("replay", [str(SAMPLE), "--time-scale", "-1"], "positive numbers"),
+    ("api", ["--port", "70000"], "--port"),
+])
+def test_producer_and_api_options_are_checked_before_connecting(command, args, fragment):
+    """Before: tracebacks (--objects 0, --days 0), 2,000 events for --events 0, one request for --limit 0, and
+    an API on port 70000 mod 65536."""
+    from click.testing import CliRunner
+
+    from dim.cli import main
+
+    res = CliRunner().invoke(main, [command, *args])
+    assert res.exit_code == 2 and fragment in res.output and "Traceback" not in res.output, res.output

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
 
 from dim.evaluation.simulator import POLICIES
+
+
+def _check_writable(path: Path, option: str) -> None:
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".check"):
+            pass
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write {path}: {exc.strerror or exc}", param_hint=option) from None
 
 
 @click.command("evaluate")
@@ -23,10 +35,11 @@ from dim.evaluation.simulator import POLICIES
               help="Where readers are: a catalogue site (provider:region), 'internet', or 'auto' (the producers' "
                    "client region).")
 @click.option("--policies", default=",".join(POLICIES), show_default=True, help="Comma-separated policies.")
-@click.option("--limit", type=int, default=None, help="Only the first N requests.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N requests.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "oracleGeneral"]), default=None,
               help="Trace format (default: from the file name).")
-@click.option("--workers", default=2, show_default=True, help="Processes for the flow replay of `ours`.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Processes for the flow replay of `ours`.")
 def evaluate_cmd(trace, time_scale, size_scale, json_out, html_out, slot_days, client, policies, limit, fmt,
                  workers):
     """Replay TRACE in simulated time under every policy (ours = the live flow + solver cores) and bill each with
@@ -39,8 +52,14 @@ def evaluate_cmd(trace, time_scale, size_scale, json_out, html_out, slot_days, c
     unknown = sorted(set(names) - set(POLICIES))
     if unknown:
         raise click.BadParameter(f"unknown {unknown}; choose from {', '.join(POLICIES)}", param_hint="--policies")
-    if time_scale <= 0 or size_scale <= 0 or slot_days <= 0:
-        raise click.BadParameter("scales and --slot-days must be positive")
+    if not all(math.isfinite(v) and v > 0 for v in (time_scale, size_scale, slot_days)):
+        raise click.BadParameter("scales and --slot-days must be positive numbers")
+    if not names:
+        raise click.BadParameter("no policy given", param_hint="--policies")
+    # Before a run of minutes, not after it: an output that cannot be written would lose every result.
+    for option, path in (("--json", json_out), ("--html", html_out)):
+        if path is not None:
+            _check_writable(path, option)
     try:
         result = evaluate(trace, time_scale, size_scale, settings=get_settings(), slot_days=slot_days,
                           client=client, policies=names, limit=limit, fmt=fmt, progress=True, workers=workers)
