@@ -38,6 +38,10 @@ def api_cmd(host, port, no_ingest):
     from api.store import AnalyticsStore
 
     settings = _settings()
+    if not no_ingest:
+        from dim.kafka import require_broker
+
+        require_broker(settings)
     store = AnalyticsStore.open(settings)
     store.migrate()
     load_prices(store, settings)
@@ -65,9 +69,11 @@ def ingest_cmd(until_run, idle_timeout):
 
     from api.ingest import run_ingest
     from api.store import AnalyticsStore
+    from dim.kafka import require_broker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = _settings()
+    require_broker(settings)
     with AnalyticsStore.open(settings) as store:
         counts = run_ingest(settings, store, until_run=until_run, idle_timeout_s=idle_timeout)
     click.echo(json.dumps({"rows": counts}))

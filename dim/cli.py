@@ -62,6 +62,7 @@ class LazyGroup(click.Group):
         from pydantic import ValidationError
 
         from dim.config import ConfigError
+        from dim.kafka import BrokerUnavailable
 
         try:
             return super().invoke(ctx)
@@ -71,6 +72,8 @@ class LazyGroup(click.Group):
             raise click.ClickException(configuration_error(exc)) from None
         except ConfigError as exc:
             raise click.ClickException(f"invalid configuration: {exc}") from None
+        except BrokerUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
 
     def format_commands(self, ctx, formatter):
         rows = [(name, help_) for name, (_, help_) in SUBCOMMANDS.items()]

@@ -20,6 +20,26 @@ from dim.config import Settings, kafka_client_config, kafka_consumer_config
 END_MARKER_HEADER = "dim-end"
 
 
+class BrokerUnavailable(KafkaException):
+    """No Kafka broker answered at the configured bootstrap servers."""
+
+
+def require_broker(settings: Settings, timeout: float = 10.0) -> None:
+    """Fail at once, naming the servers, when no broker answers: otherwise a command waits for its delivery
+    timeout while librdkafka logs a line per reconnect, then reports undelivered records (or, for a consumer,
+    ends with nothing read as if the topics were empty)."""
+    from confluent_kafka.admin import AdminClient
+
+    # log_level 0: the connection attempts are this check's business, not the user's terminal's
+    admin = AdminClient(kafka_client_config(settings, log_level=0))
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException:
+        raise BrokerUnavailable(
+            f"no Kafka broker answered at {settings.kafka.bootstrap} (DIM_KAFKA__BOOTSTRAP) within {timeout:g} s: "
+            "start the embedded stack with `dim up`, or point DIM_KAFKA__BOOTSTRAP at your brokers") from None
+
+
 def producer(settings: Settings, **extra: Any) -> Producer:
     # Idempotence off: a retried batch may be appended twice. Nothing relies on the broker to prevent that: a
     # repeated access carries its request id (the flow and the hourly rollup count it once: flows/dedup.py,

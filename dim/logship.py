@@ -223,7 +223,10 @@ def ship_logs_cmd(sources: tuple[str, ...], state_path: Path | None, endpoint: s
     from botocore.exceptions import BotoCoreError, ClientError
     from confluent_kafka import KafkaException
 
+    from dim.kafka import require_broker
+
     settings = get_settings()
+    require_broker(settings)
     state = ShipState(state_path or settings.stack.data_dir / "ship-logs-state.json")
     passes = 0
     while True:

@@ -231,11 +231,12 @@ def replay_cmd(trace, time_scale, size_scale, limit, fmt, bucket, speed, end_run
     """Publish TRACE (CSV time_s,object,size_bytes[,op], plain or .zst; or libCacheSim oracleGeneral)."""
     import math
 
+    from dim.kafka import require_broker
     from dim.traces import TraceError
 
     if not all(math.isfinite(v) and v > 0 for v in (time_scale, size_scale)):
         raise click.BadParameter("scales must be positive numbers")  # as `dim evaluate` says
-
+    require_broker(get_settings())
     opt = ReplayOptions(bucket=bucket, time_scale=time_scale, size_scale=size_scale, source=trace.stem)
     try:
         summary = replay(get_settings(), trace, opt, limit=limit, speed=_speed(speed), end_run=end_run,
@@ -257,11 +258,13 @@ def replay_cmd(trace, time_scale, size_scale, limit, fmt, bucket, speed, end_run
 def generate_cmd(objects, events, days, seed, zipf, bucket, speed, end_run, create_objects):
     """Publish a seeded synthetic workload: Zipf popularity, diurnal cycle, viral bursts, fading interest and
     new uploads."""
+    from dim.kafka import require_broker
     from dim.workload import WorkloadSpec, generate
 
     if events < objects:
         raise click.BadParameter(f"must be at least --objects ({objects}): every object is uploaded once",
                                  param_hint="--events")
+    require_broker(get_settings())
     spec = WorkloadSpec(objects=objects, events=events, duration_s=days * 86400.0, seed=seed, zipf_alpha=zipf)
     records = list(generate(spec))
     opt = ReplayOptions(bucket=bucket, source=f"synthetic{seed}")

@@ -20,6 +20,7 @@ import click
 def flow_cmd(workers, until_run, recovery, processes, addresses, process_id):
     """Run the flow: access topic -> heat, p_hot -> candidates, heat snapshots, dead letters."""
     from dim.config import get_settings
+    from dim.kafka import require_broker
     from flows.run import run_flow
 
     settings = get_settings()
@@ -33,6 +34,7 @@ def flow_cmd(workers, until_run, recovery, processes, addresses, process_id):
             raise click.UsageError(f"-i {process_id} is not an index into the {len(addr_list)} addresses")
     elif processes not in (None, 1):
         raise click.UsageError("-p N > 1 needs -a with N addresses and -i (one `dim flow` per process)")
+    require_broker(settings)
     run_flow(
         settings,
         workers=workers or settings.flow.workers,

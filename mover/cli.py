@@ -26,6 +26,7 @@ def move_cmd(until_run: str | None, plan_file: Path | None, idle_timeout: float 
     """Run the mover: copy, verify, commit, delete; prints a JSON summary."""
     from tqdm import tqdm
 
+    from dim.kafka import require_broker
     from mover.service import run_mover, run_plan
     from schemas import PlacementPlan
 
@@ -38,6 +39,7 @@ def move_cmd(until_run: str | None, plan_file: Path | None, idle_timeout: float 
         except ValueError as exc:
             raise click.ClickException(f"{plan_file} is not a PlacementPlan: {exc}") from exc
         total = sum(m.size * max(1, len(m.added)) for m in plan.moves)
+    require_broker(settings)  # a plan file's moves report their events to the broker too
     bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="moving", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
     try:

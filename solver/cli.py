@@ -22,10 +22,12 @@ import click
 def solve_cmd(until_run: str | None, interval: float | None, idle_timeout: float | None):
     """Run the placement solver: candidates -> plans + moves."""
     from dim.config import get_settings
+    from dim.kafka import require_broker
     from solver.service import run_solver
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s solver %(levelname)s %(message)s")
     settings = get_settings()
+    require_broker(settings)
     if interval is not None:
         settings = settings.model_copy(
             update={"solver": settings.solver.model_copy(update={"batch_interval_s": interval})}

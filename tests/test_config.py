@@ -141,3 +141,28 @@ def test_an_unreadable_configuration_is_one_message_not_a_traceback(monkeypatch,
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert "invalid configuration" in result.output and fragment in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def test_a_command_without_a_broker_says_so_at_once(monkeypatch):
+    """Before: `dim replay` waited 60 s while librdkafka logged ~600 reconnects, then said "1 events not delivered;
+    errors: []"; `dim ingest` ended with exit 0 and nothing read."""
+    import socket
+    import time
+
+    from dim import config
+    from dim.cli import main
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("DIM_KAFKA__BOOTSTRAP", f"127.0.0.1:{port}")
+    config.get_settings.cache_clear()
+    try:
+        t0 = time.monotonic()
+        result = CliRunner().invoke(main, ["ingest", "--idle-timeout", "5"])
+        took = time.monotonic() - t0
+    finally:
+        config.get_settings.cache_clear()
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"no Kafka broker answered at 127.0.0.1:{port} (DIM_KAFKA__BOOTSTRAP)" in result.output
+    assert "dim up" in result.output and took < 30
