@@ -15,14 +15,14 @@ from api.rows import Rows
 from api.store import AnalyticsStore
 from dim.config import Settings
 from schemas import tables as t
-from solver.catalogue import Catalogue, load_catalogue
+from solver.catalogue import Catalogue, settings_catalogue
 
 HOUR = 3600
 DAY = 86400
 
 
 def catalogue_of(settings: Settings) -> Catalogue:
-    return load_catalogue(settings.solver.catalogue_path)
+    return settings_catalogue(settings)
 
 
 def load_prices(store: AnalyticsStore, settings: Settings) -> None:

@@ -63,6 +63,7 @@ class LazyGroup(click.Group):
 
         from dim.config import ConfigError
         from dim.kafka import BrokerUnavailable
+        from solver.catalogue import CatalogueError
 
         try:
             return super().invoke(ctx)
@@ -72,7 +73,7 @@ class LazyGroup(click.Group):
             raise click.ClickException(configuration_error(exc)) from None
         except ConfigError as exc:
             raise click.ClickException(f"invalid configuration: {exc}") from None
-        except BrokerUnavailable as exc:
+        except (BrokerUnavailable, CatalogueError) as exc:
             raise click.ClickException(str(exc)) from None
 
     def format_commands(self, ctx, formatter):

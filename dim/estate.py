@@ -14,7 +14,7 @@ MONTH_S = 30 * 86400.0
 
 def estate_cost(settings: Settings, store, bucket: str) -> tuple[float, float]:
     from mover.catalog import PlacementCatalog
-    from solver.catalogue import load_catalogue
+    from solver.catalogue import settings_catalogue
     from solver.costs import CostParams, horizon_cost
 
     rows = store.query(
@@ -24,7 +24,7 @@ def estate_cost(settings: Settings, store, bucket: str) -> tuple[float, float]:
             FROM {store.table('access_events')} FINAL WHERE bucket = {{b:String}} GROUP BY key""",
         {"b": bucket},
     )
-    cat = load_catalogue(settings.solver.catalogue_path)
+    cat = settings_catalogue(settings)
     params = CostParams(horizon_days=30.0, sla_ms=settings.solver.sla_ms,
                         sla_penalty_usd=settings.solver.sla_penalty_usd)
     catalog = PlacementCatalog(settings)

@@ -211,9 +211,9 @@ def ensure_topics(settings: Settings, names: tuple[str, ...] = topics.ALL_TOPICS
 
 
 def location_buckets(settings: Settings) -> list[str]:
-    from solver.catalogue import load_catalogue
+    from solver.catalogue import settings_catalogue
 
-    cat = load_catalogue(settings.solver.catalogue_path)
+    cat = settings_catalogue(settings)
     return [loc.bucket for loc in cat.locations]
 
 

@@ -29,7 +29,7 @@ from mover.batching import KeyBatcher
 from mover.limits import EndpointGuard
 from mover.retry import ErrorKind, backoff_s, classify, error_reason
 from mover.s3lite import LiteS3Client
-from solver.catalogue import load_catalogue
+from solver.catalogue import settings_catalogue
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class ReplicaStore:
     def __init__(self, settings: Settings, catalogue=None, sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
         self.m = settings.mover
-        self.catalogue = catalogue or load_catalogue(settings.solver.catalogue_path)
+        self.catalogue = catalogue or settings_catalogue(settings)
         self.sleep = sleep
         pin_mmap_threshold()
         self.part_size = max(MIN_PART_SIZE, self.m.part_size)

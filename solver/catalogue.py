@@ -183,4 +183,52 @@ def parse_catalogue(data: dict) -> Catalogue:
 
 @lru_cache(maxsize=8)
 def load_catalogue(path: Path | None = None) -> Catalogue:
-    return parse_catalogue(tomllib.loads((path or DEFAULT_PATH).read_text()))
+    path = path or DEFAULT_PATH
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise CatalogueError(f"price catalogue {path} (DIM_SOLVER__CATALOGUE_PATH): {exc.strerror or exc}") from None
+    try:
+        return parse_catalogue(tomllib.loads(text))
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogueError(f"price catalogue {path}: not valid TOML: {exc}") from None
+
+
+def check_solver_settings(cat: Catalogue, solver) -> None:
+    """The solver settings that name catalogue entries name existing ones: a misspelt location, provider or tier
+    would otherwise make every object infeasible or unconstrained without a word (a policy that allows no
+    location leaves its objects where they are; an unknown capacity key limits nothing)."""
+    problems = []
+    unknown = [lid for lid in solver.initial_locations if not cat.has(lid)]
+    if unknown:
+        problems.append(f"DIM_SOLVER__INITIAL_LOCATIONS: unknown location(s) {unknown}")
+    if not solver.initial_locations:
+        problems.append("DIM_SOLVER__INITIAL_LOCATIONS: empty (new objects need somewhere to start)")
+    if solver.replication_factor > len(cat.locations):
+        problems.append(f"DIM_SOLVER__REPLICATION_FACTOR: {solver.replication_factor} replicas but the catalogue "
+                        f"has {len(cat.locations)} locations")
+    unknown = sorted(lid for lid in solver.capacity_bytes if not cat.has(lid))
+    if unknown:
+        problems.append(f"DIM_SOLVER__CAPACITY_BYTES: unknown location(s) {unknown}")
+    providers = {loc.provider for loc in cat.locations}
+    regions = {loc.site for loc in cat.locations} | {loc.region for loc in cat.locations}
+    tiers = {loc.tier for loc in cat.locations} | {loc.tier_class for loc in cat.locations}
+    for i, policy in enumerate(solver.policies):
+        where = f"DIM_SOLVER__POLICIES[{i}] (prefix {policy.prefix!r})"
+        for name, given, known in (("allowed_providers", policy.allowed_providers, providers),
+                                   ("allowed_regions", policy.allowed_regions, regions)):
+            bad = sorted(set(given or ()) - known)
+            if bad:
+                problems.append(f"{where}: {name} {bad} not in the catalogue ({', '.join(sorted(known))})")
+        if policy.pinned_tier is not None and policy.pinned_tier not in tiers:
+            problems.append(f"{where}: pinned_tier {policy.pinned_tier!r} is neither a tier nor a tier class of the "
+                            f"catalogue ({', '.join(sorted(tiers))})")
+    if problems:
+        raise CatalogueError(f"solver settings against catalogue {cat.version}: " + "; ".join(problems))
+
+
+def settings_catalogue(settings) -> Catalogue:
+    """The catalogue `settings` name, checked against their solver settings: what every stage loads."""
+    cat = load_catalogue(settings.solver.catalogue_path)
+    check_solver_settings(cat, settings.solver)
+    return cat

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from dim import kafka
 from dim.config import Settings
 from schemas import Candidate, DeadLetter, Placement, PlacementPlan, dead_letter_payload, topics
-from solver.catalogue import load_catalogue
+from solver.catalogue import settings_catalogue
 from solver.plan import newest_per_object, plan_with_details
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def run_solver(
     stage can stop too. Returns the plans made."""
     from mover.catalog import PlacementCatalog
 
-    catalogue = load_catalogue(settings.solver.catalogue_path)
+    catalogue = settings_catalogue(settings)
     catalog = PlacementCatalog(settings)
     prod = kafka.producer(settings)
     plans: list[PlacementPlan] = []

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -166,3 +168,40 @@ def test_a_command_without_a_broker_says_so_at_once(monkeypatch):
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert f"no Kafka broker answered at 127.0.0.1:{port} (DIM_KAFKA__BOOTSTRAP)" in result.output
     assert "dim up" in result.output and took < 30
+
+
+@pytest.mark.parametrize("solver, fragment", [
+    ({"initial_locations": ["aws:us-east-1:standrad"]}, "INITIAL_LOCATIONS: unknown location(s) ['aws:us-east-1:standrad']"),
+    ({"initial_locations": []}, "INITIAL_LOCATIONS: empty"),
+    ({"replication_factor": 50}, "REPLICATION_FACTOR: 50 replicas but the catalogue has 13 locations"),
+    ({"capacity_bytes": {"aws:us-east-1:nope": 1}}, "CAPACITY_BYTES: unknown location(s)"),
+    ({"policies": [{"prefix": "b/", "pinned_tier": "nonsense"}]}, "pinned_tier 'nonsense' is neither"),
+    ({"policies": [{"prefix": "b/", "allowed_providers": ["nope"]}]}, "allowed_providers ['nope'] not in"),
+    ({"policies": [{"prefix": "b/", "allowed_regions": ["mars-1"]}]}, "allowed_regions ['mars-1'] not in"),
+    ({"catalogue_path": "/nonexistent/catalogue.toml"}, "/nonexistent/catalogue.toml (DIM_SOLVER__CATALOGUE_PATH)"),
+])
+def test_solver_settings_that_name_nothing_in_the_catalogue_are_refused(solver, fragment):
+    """Before: a misspelt location was a KeyError traceback in `dim evaluate`; a misspelt tier or provider in a
+    policy silently kept its objects where they were (0 moves); RF 50 was billed as RF 2."""
+    from solver.catalogue import CatalogueError, settings_catalogue
+
+    with pytest.raises(CatalogueError, match=re.escape(fragment)):
+        settings_catalogue(Settings(solver=solver))
+    ok = {"policies": [{"prefix": "b/", "pinned_tier": "cold", "allowed_providers": ["aws"],
+                        "allowed_regions": ["us-east-1", "gcp:us-east1"]}]}
+    assert settings_catalogue(Settings(solver=ok)).has("aws:us-east-1:standard")
+
+
+def test_a_bad_solver_setting_stops_evaluate_with_one_line(monkeypatch, tmp_path):
+    from dim import config
+    from dim.cli import main
+
+    monkeypatch.setenv("DIM_SOLVER__INITIAL_LOCATIONS", '["foo:bar:baz"]')
+    config.get_settings.cache_clear()
+    try:
+        trace = Path(__file__).parent.parent / "data" / "twitter52_sample.csv.zst"
+        result = CliRunner().invoke(main, ["evaluate", str(trace), "--json", str(tmp_path / "o.json")])
+    finally:
+        config.get_settings.cache_clear()
+    assert result.exit_code == 1 and "unknown location(s) ['foo:bar:baz']" in result.output, result.output
+    assert "Traceback" not in result.output

@@ -23,7 +23,7 @@ from dim.evaluation.policies import (
 from dim.evaluation.pricing import INTERNET, client_catalogue, client_site_for_region
 from dim.evaluation.workload import SECONDS_PER_DAY, Workload, load_workload
 from dim.producers import ReplayOptions
-from solver.catalogue import TIER_CLASSES, Catalogue, load_catalogue
+from solver.catalogue import TIER_CLASSES, Catalogue, settings_catalogue
 from solver.costs import LocationArrays
 
 POLICIES = ("all_hot", "lifecycle", "intelligent_tiering", "autoclass", "seed_rf", "ours", "hindsight")
@@ -132,7 +132,7 @@ def evaluate(trace_path: Path, time_scale: float, size_scale: float, *, settings
     t0 = time.perf_counter()
     settings = settings or Settings()
     opt = ReplayOptions(time_scale=time_scale, size_scale=size_scale, source=Path(trace_path).stem)
-    base = load_catalogue(settings.solver.catalogue_path)
+    base = settings_catalogue(settings)
     client_site = client_site_for_region(base, opt.client_region) if client == "auto" else client
     catalogue = client_catalogue(base, client_site)
     workload = load_workload(Path(trace_path), opt, slot_s=slot_days * SECONDS_PER_DAY, fmt=fmt, limit=limit)
