@@ -32,6 +32,10 @@ class StoreError(RuntimeError):
     """A statement failed in the analytics store."""
 
 
+class StoreUnavailable(StoreError):
+    """The analytics store could not be opened (a chDB directory held by another process, a server not answering)."""
+
+
 class Backend(Protocol):
     def execute(self, sql: str, params: Mapping[str, Any], fmt: str = "JSONEachRow") -> bytes: ...
 
@@ -172,10 +176,25 @@ class AnalyticsStore:
     @classmethod
     def open(cls, settings: Settings) -> AnalyticsStore:
         if settings.clickhouse.mode == "server":
-            return cls(ServerBackend(settings), settings.clickhouse.database)
-        settings.chdb_path.mkdir(parents=True, exist_ok=True)
-        return cls(ChdbBackend(str(settings.chdb_path), settings.clickhouse.chdb_sessions),
-                   settings.clickhouse.database)
+            from clickhouse_connect.driver.exceptions import ClickHouseError
+
+            try:
+                return cls(ServerBackend(settings), settings.clickhouse.database)
+            except ClickHouseError as exc:
+                raise StoreUnavailable(
+                    f"cannot reach ClickHouse at {settings.clickhouse.url} (DIM_CLICKHOUSE__URL): "
+                    f"{str(exc).splitlines()[0][:300]}") from None
+        path = settings.chdb_path
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            backend = ChdbBackend(str(path), settings.clickhouse.chdb_sessions)
+        except (OSError, RuntimeError) as exc:
+            # chDB says only "Error initializing EmbeddedServer" when another process holds the directory
+            raise StoreUnavailable(
+                f"cannot open the chDB data directory {path} ({exc}). A chDB directory can be open in one process "
+                "only: is `dim api`, `dim ingest` or `dim demo` running on it? Stop it, read through its API, or "
+                "set DIM_CLICKHOUSE__CHDB_PATH to another directory") from None
+        return cls(backend, settings.clickhouse.database)
 
     def table(self, name: str) -> str:
         return f"{self.database}.{name}"

@@ -61,6 +61,7 @@ class LazyGroup(click.Group):
     def invoke(self, ctx):
         from pydantic import ValidationError
 
+        from api.store import StoreUnavailable
         from dim.config import ConfigError
         from dim.kafka import BrokerUnavailable
         from solver.catalogue import CatalogueError
@@ -73,7 +74,7 @@ class LazyGroup(click.Group):
             raise click.ClickException(configuration_error(exc)) from None
         except ConfigError as exc:
             raise click.ClickException(f"invalid configuration: {exc}") from None
-        except (BrokerUnavailable, CatalogueError) as exc:
+        except (BrokerUnavailable, CatalogueError, StoreUnavailable) as exc:
             raise click.ClickException(str(exc)) from None
 
     def format_commands(self, ctx, formatter):

@@ -74,3 +74,25 @@ def test_dim_api_serves_and_ingests_in_one_process(stack_settings, tmp_path):
     assert rep.returncode == 0, rep.stderr.decode()[-2000:]
     assert rep.stdout.decode().strip() == str(out / "index.html")
     assert ds.plan_id in (out / "index.html").read_text() and list(out.glob("*.png"))
+
+
+def test_a_chdb_directory_held_by_another_process_is_named_not_a_traceback(tmp_path):
+    """chDB says only "Error initializing EmbeddedServer: . (BAD_ARGUMENTS)" when another process holds the
+    directory; `dim report` next to a running `dim api` printed that as a traceback."""
+    env = {**os.environ, "DIM_CLICKHOUSE__CHDB_PATH": str(tmp_path / "chdb"),
+           "DIM_STACK__DATA_DIR": str(tmp_path / "data")}
+    hold = ("import sys\nfrom api.store import AnalyticsStore\nfrom dim.config import Settings\n"
+            "store = AnalyticsStore.open(Settings())\nprint('open', flush=True)\nsys.stdin.read()")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        rep = subprocess.run([sys.executable, "-m", "dim.cli", "report", "--out", str(tmp_path / "r")],
+                             check=False, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert rep.returncode == 1, rep.stdout + rep.stderr
+    assert f"cannot open the chDB data directory {tmp_path / 'chdb'}" in rep.stderr
+    assert "open in one process only" in rep.stderr and "Traceback" not in rep.stderr
