@@ -89,6 +89,10 @@ def report_cmd(out_dir):
 
     settings = _settings()
     out_dir = out_dir or settings.stack.data_dir / "report"
+    try:  # before opening the store: a report directory that cannot be written fails fast
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the report into {out_dir}: {exc.strerror or exc}") from None
     with AnalyticsStore.open(settings) as store:
         store.migrate()
         path = write_report(settings, store, out_dir)

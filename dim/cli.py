@@ -129,7 +129,11 @@ def schemas_export(out_dir: Path):
     """Write JSON Schema for every model, the ClickHouse DDL and the topic list into OUT_DIR."""
     from schemas.export import export
 
-    for path in export(out_dir, settings().clickhouse.database):
+    try:
+        paths = export(out_dir, settings().clickhouse.database)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write into {out_dir}: {exc.strerror or exc}") from None
+    for path in paths:
         click.echo(str(path))
 
 

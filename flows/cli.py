@@ -52,6 +52,8 @@ def flow_state_cmd(recovery_dir):
     """Print what each shard of the flow knows, from its latest recovery snapshot (read-only; the flow may run):
     event-time clock, events, late events, repeats, dead letters, objects, pending and learned labels, model."""
     import json
+    import pickle
+    import sqlite3
 
     from dim.config import get_settings
     from flows.run import load_shard_states
@@ -65,6 +67,9 @@ def flow_state_cmd(recovery_dir):
         shards = load_shard_states(path)
     except StateFormatError as exc:
         raise click.ClickException(str(exc)) from None
+    except (sqlite3.Error, pickle.UnpicklingError, EOFError) as exc:
+        raise click.ClickException(f"the recovery store in {path} cannot be read ({type(exc).__name__}: {exc}): "
+                                   "is it a Bytewax recovery store of `dim flow`?") from None
     if not shards:
         raise click.ClickException(f"the recovery store in {path} holds no shard snapshot yet")
     for shard_id, shard in sorted(shards.items()):

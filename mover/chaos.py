@@ -29,7 +29,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mover.chaos_archive import ArchiveModel
 
@@ -40,6 +40,8 @@ _ERRORS = {"429": (429, "TooManyRequests"), "503": (503, "SlowDown"), "500": (50
 
 
 class ChaosConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt rate would otherwise inject nothing, silently
+
     rate_429: float = Field(0.0, ge=0, le=1)
     rate_503: float = Field(0.0, ge=0, le=1)
     rate_500: float = Field(0.0, ge=0, le=1)
@@ -55,6 +57,12 @@ class ChaosConfig(BaseModel):
     @property
     def fault_rate(self) -> float:
         return self.rate_429 + self.rate_503 + self.rate_500 + self.rate_403 + self.drop_rate + self.truncate_rate
+
+    @model_validator(mode="after")
+    def _rates_fit(self) -> ChaosConfig:
+        if self.fault_rate > 1:
+            raise ValueError(f"the fault rates add up to {self.fault_rate:g}, more than 1")
+        return self
 
 
 def pick_fault(cfg: ChaosConfig, u: float, method: str) -> str | None:

@@ -34,10 +34,15 @@ def move_cmd(until_run: str | None, plan_file: Path | None, idle_timeout: float 
     total = None
     plan = None
     if plan_file is not None:
+        from pydantic import ValidationError
+
         try:
             plan = PlacementPlan.model_validate_json(plan_file.read_bytes())
-        except ValueError as exc:
-            raise click.ClickException(f"{plan_file} is not a PlacementPlan: {exc}") from exc
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'document'}: {e['msg']}"
+                                 for e in exc.errors(include_url=False)[:5])
+            more = f" (and {exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
+            raise click.ClickException(f"{plan_file} is not a PlacementPlan: {problems}{more}") from None
         total = sum(m.size * max(1, len(m.added)) for m in plan.moves)
     require_broker(settings)  # a plan file's moves report their events to the broker too
     bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="moving", disable=not progress,
@@ -127,8 +132,21 @@ def _audit_once(settings, bucket: str | None, prefix: str, verify_checksums: boo
                    '"latency_ms":20,"drop_rate":0.02,"truncate_rate":0.02,"seed":1}.')
 def chaos_cmd(listen: str, upstream: str | None, config_json: str):
     """Run the fault-injection S3 proxy in the foreground (prints its URL)."""
+    from pydantic import ValidationError
+
     from mover.chaos import ChaosConfig, serve_forever
 
     host, _, port = listen.rpartition(":")
-    cfg = ChaosConfig.model_validate_json(config_json)
-    serve_forever(host or "127.0.0.1", int(port or 0), upstream or _settings().s3.endpoint, cfg)
+    if not (port or "0").isdigit() or not 0 <= int(port or 0) <= 65535:
+        raise click.BadParameter(f"expected host:port with a port from 0 to 65535, got {listen!r}",
+                                 param_hint="--listen")
+    try:
+        cfg = ChaosConfig.model_validate_json(config_json)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
+                             for e in exc.errors(include_url=False))
+        raise click.BadParameter(problems, param_hint="--config") from None
+    try:
+        serve_forever(host or "127.0.0.1", int(port or 0), upstream or _settings().s3.endpoint, cfg)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {listen}: {exc.strerror or exc}") from None
