@@ -187,7 +187,8 @@ class HorizonReads:
     def _chain(self, st: int, prior: list[float] | None) -> list[float]:
         """Mean reads per development period of state `st`. `prior`: the next-shorter idle bucket's means, which
         each period's mean is shrunk towards with the weight of `min_count` observations (small samples of rare
-        returns are often all zeros) and which fills periods without complete observations."""
+        returns are often all zeros). A period without complete observations is the last known period's rate,
+        decayed as 1 / idle age (the first period, without any: the prior's first)."""
         # idle time at observation (lower edge of the state's idle bucket): the return rate decays with idle age
         b = st % (len(self.steps_s) + 1)
         idle = self.steps_s[b - 1] if b else 0.0
