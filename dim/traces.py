@@ -109,7 +109,12 @@ def _read_oracle(path: Path, limit: int | None) -> Iterator[TraceRecord]:
                 chunk += more
                 if len(chunk) % _ORACLE.size:
                     raise TraceError(f"{path.name}: truncated record at the end of the file")
-            for ts, obj, size, _next in _ORACLE.iter_unpack(chunk):
+            for ts, obj, size, nxt in _ORACLE.iter_unpack(chunk):
+                # next_access_vtime is -1 or INT64_MAX (never again) or a later request's (virtual) time, so
+                # positive: anything else means the bytes are not an oracleGeneral trace and would replay as noise
+                if nxt <= 0 and nxt != -1:
+                    raise TraceError(f"{path.name}: record {n + 1} is not oracleGeneral (next access time {nxt}): "
+                                     "is this file in another format? (--format)")
                 n += 1
                 yield TraceRecord(float(ts), str(obj), size, "GET", n)
                 if limit is not None and n >= limit:

@@ -33,6 +33,11 @@ def test_oracle_general_binary(tmp_path):
     write_oracle(path, [(0, 2**63 + 5, 10), (3, 7, 20)])
     recs = list(read_trace(path))
     assert [(r.time_s, r.object, r.size) for r in recs] == [(0, str(2**63 + 5), 10), (3, "7", 20)]
+    # random bytes are not a trace (they "replayed" as a $61.75 all_hot bill): a next access time below -1 or 0
+    noise = tmp_path / "noise.oracleGeneral"
+    noise.write_bytes(bytes(range(200, 248)))
+    with pytest.raises(TraceError, match="record 1 is not oracleGeneral"):
+        list(read_trace(noise))
 
 
 @pytest.mark.parametrize("line", ["1,abc", "x,1,2", "1,2,-5", "1,2,3,COPY"])
