@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -10,7 +11,8 @@ from fastapi import FastAPI, HTTPException, Query
 from pydantic import BeforeValidator
 
 from api.deps import Config, Limit, Store
-from api.ledger import DAYS_PER_MONTH, LocationUsage, all_hot_comparison
+from api.derive import SLA_VIOLATION
+from api.ledger import DAYS_PER_MONTH, LocationUsage, all_hot_comparison, all_hot_location
 from api.models import Costs, Savings, Sla
 from api.store import AnalyticsStore
 from schemas import tables as t
@@ -81,14 +83,20 @@ def costs(store: AnalyticsStore, group_by: str, from_day: dt.date | None, to_day
 def savings(store: AnalyticsStore, settings) -> Savings:
     from api.derive import catalogue_of
 
+    cat = catalogue_of(settings)
+    hot = {loc.id: all_hot_location(cat, loc.id) for loc in cat.locations}
     stored = {r["location"]: r for r in store.query(
         f"""SELECT loc AS location, count() AS objects,
-                   sum(greatest(size, p.min_billable_bytes) + p.overhead_bytes) AS bytes
+                   sum(greatest(size, p.min_billable_bytes) + p.overhead_bytes) AS bytes,
+                   sum(greatest(size, transform(loc, {{ids:Array(String)}}, {{hot_min:Array(UInt64)}}, 0))
+                       + transform(loc, {{ids:Array(String)}}, {{hot_over:Array(UInt64)}}, 0)) AS hot_bytes
             FROM {store.table(t.PLACEMENTS)} FINAL ARRAY JOIN locations AS loc
             LEFT JOIN (SELECT location, min_billable_bytes, overhead_bytes
                        FROM {store.table(t.LOCATION_PRICES)} FINAL) AS p
               ON p.location = loc
-            WHERE NOT deleted GROUP BY location""")}
+            WHERE NOT deleted GROUP BY location""",
+        {"ids": list(hot), "hot_min": [h.min_billable_bytes for h in hot.values()],
+         "hot_over": [h.overhead_bytes for h in hot.values()]})}
     rng = _day_range(store, None, None)
     volume: dict[str, dict[str, Any]] = {}
     days = 1
@@ -104,13 +112,14 @@ def savings(store: AnalyticsStore, settings) -> Savings:
         LocationUsage(
             location=loc, objects=int(stored.get(loc, {}).get("objects", 0)),
             billable_bytes=float(stored.get(loc, {}).get("bytes", 0)),
+            baseline_bytes=float(stored.get(loc, {}).get("hot_bytes", 0)),
             gets_month=float(volume.get(loc, {}).get("gets", 0)) * scale,
             puts_month=float(volume.get(loc, {}).get("puts", 0)) * scale,
             retrieval_gb_month=float(volume.get(loc, {}).get("retrieval_gb", 0)) * scale,
         )
         for loc in sorted(set(stored) | set(volume))
     ]
-    current, baseline = all_hot_comparison(usage, catalogue_of(settings))
+    current, baseline = all_hot_comparison(usage, cat)
     planned = store.query(
         f"SELECT sum(cost_before_usd_month - cost_after_usd_month) AS s FROM {store.table(t.PLANS)} FINAL")
     objects = store.query(f"SELECT count() AS n FROM {store.table(t.PLACEMENTS)} FINAL WHERE NOT deleted")
@@ -133,15 +142,19 @@ def sla(store: AnalyticsStore, settings, from_ts: float | None, to_ts: float | N
         raise HTTPException(400, "from_ts is after to_ts")
     if to_ts - from_ts > MAX_RANGE_DAYS * 86400:
         raise HTTPException(400, f"the range may span at most {MAX_RANGE_DAYS} days")
-    params = {"f": int(from_ts), "t": int(to_ts) + 1, "n": limit}
+    # hours that start in [from_ts, to_ts); a fractional to_ts includes the hour it falls in
+    params = {"f": int(from_ts), "t": math.ceil(to_ts), "n": limit}
     rng = "hour >= toDateTime({f:UInt32}) AND hour < toDateTime({t:UInt32})"
+    violations = f"{rng} AND {SLA_VIOLATION}"
     by_location = store.query(
         f"""SELECT location, sum(reads) AS reads, uniqExact(bucket, key) AS objects, max(latency_ms) AS latency_ms
-            FROM {store.table(t.SLA_EVENTS)} FINAL WHERE {rng} GROUP BY location ORDER BY reads DESC""", params)
+            FROM (SELECT location, bucket, key, reads, latency_ms FROM {store.table(t.SLA_EVENTS)} FINAL
+                  WHERE {violations})
+            GROUP BY location ORDER BY reads DESC""", params)
     total = store.query(f"SELECT sum(gets) AS n FROM {store.table(t.ACCESS_HOURLY)} FINAL WHERE {rng}", params)
     events = store.query(
         f"""SELECT toFloat64(toUnixTimestamp(hour)) AS hour, bucket, key, location, reads, latency_ms, sla_ms
-            FROM {store.table(t.SLA_EVENTS)} FINAL WHERE {rng}
+            FROM {store.table(t.SLA_EVENTS)} FINAL WHERE {violations}
             ORDER BY hour DESC, bucket, key LIMIT {{n:UInt32}}""", params)
     return Sla(sla_ms=settings.solver.sla_ms, from_ts=from_ts, to_ts=to_ts,
                violating_reads=sum(r["reads"] for r in by_location), total_reads=int(total[0]["n"] or 0),

@@ -19,6 +19,11 @@ from solver.catalogue import Catalogue, settings_catalogue
 
 HOUR = 3600
 DAY = 86400
+# A day the ledger fills in when a batch jumps over days nobody touched (storage is billed every day), at most:
+# a bogus far-future event time must not make one batch recompute centuries.
+MAX_FILL_DAYS = 366
+# What makes an sla_events row a violation (refresh_sla also writes rows that withdraw one).
+SLA_VIOLATION = "latency_ms > sla_ms"
 
 
 def catalogue_of(settings: Settings) -> Catalogue:
@@ -67,11 +72,35 @@ def touched(rows: Rows) -> tuple[set[int], set[int]]:
 
 def refresh(store: AnalyticsStore, settings: Settings, rows: Rows) -> None:
     hours, days = touched(rows)
+    days |= _copy_days_of_new_moves(store, rows)
+    if days:
+        days |= _quiet_days_before(store, max(days))
     if hours:
         refresh_hourly(store, sorted(hours))
         refresh_sla(store, settings, sorted(hours))
     if days:
         refresh_ledger(store, settings, sorted(days))
+
+
+def _copy_days_of_new_moves(store: AnalyticsStore, rows: Rows) -> set[int]:
+    """Days with copies of moves that arrive in this batch: their `copied` events may have been ingested first
+    (topics are not ordered with each other), and the ledger prices a copy only once it knows the move."""
+    move_ids = sorted({r["move_id"] for r in rows.get(t.MOVES, [])})
+    if not move_ids:
+        return set()
+    found = store.query(
+        f"""SELECT DISTINCT toUInt32(toStartOfDay(ts)) AS d FROM {store.table(t.MOVE_EVENTS)} FINAL
+            WHERE state = 'copied' AND has({{ids:Array(String)}}, move_id)""", {"ids": move_ids})
+    return {int(r["d"]) for r in found}
+
+
+def _quiet_days_before(store: AnalyticsStore, last: int) -> set[int]:
+    """The days between the ledger's newest day and `last` that no batch touched: their storage is billed too."""
+    newest = store.query(f"SELECT toUInt32(max(day)) AS d, count() AS n FROM {store.table(t.COST_LEDGER)}")[0]
+    if not newest["n"]:
+        return set()
+    start = max(int(newest["d"]) + DAY, last - MAX_FILL_DAYS * DAY)
+    return set(range(start, last, DAY))
 
 
 # An access delivered twice (same request id, op, object and time: an at-least-once producer) is one access, as
@@ -108,7 +137,7 @@ def _serving_sql(store: AnalyticsStore, usage_sql: str, cols: list[str], asof_co
         FROM ({usage_sql}) AS u
         ASOF INNER JOIN (SELECT bucket, key, updated_at, locations, size, deleted
                          FROM {store.table(t.PLACEMENT_VERSIONS)} FINAL) AS v
-          ON u.bucket = v.bucket AND u.key = v.key AND u.{asof_col} >= v.updated_at
+          ON u.bucket = v.bucket AND u.key = v.key AND u.{asof_col} > v.updated_at
         ARRAY JOIN v.locations AS loc
         INNER JOIN (SELECT location, read_latency_ms, get_usd_per_1k, retrieval_usd_gb, internet_egress_usd_gb
                     FROM {store.table(t.LOCATION_PRICES)} FINAL) AS p
@@ -117,6 +146,9 @@ def _serving_sql(store: AnalyticsStore, usage_sql: str, cols: list[str], asof_co
 
 
 def refresh_sla(store: AnalyticsStore, settings: Settings, hours: list[int]) -> None:
+    """Re-judge the hours: a violation is a row with latency_ms > sla_ms; an earlier violation of an hour that now
+    complies (its placement arrived late) is replaced by a compliant row, which every reader filters out
+    (`SLA_VIOLATION`). Rows are never deleted: ReplacingMergeTree keeps the newest per (hour, object)."""
     usage = f"""SELECT hour, bucket, key, gets, toDateTime64(hour + 3600, 3) AS hour_end
                 FROM {store.table(t.ACCESS_HOURLY)} FINAL
                 WHERE hour >= toDateTime({{lo:UInt32}}) AND hour < toDateTime({{hi:UInt32}})
@@ -127,7 +159,9 @@ def refresh_sla(store: AnalyticsStore, settings: Settings, hours: list[int]) -> 
                any(gets), argMin(latency_ms, (serve_usd, location)) AS served_ms, {{sla:Float64}}, now64(6)
         FROM ({_serving_sql(store, usage, ["hour", "bucket", "key", "gets"], "hour_end")})
         GROUP BY hour, bucket, key
-        HAVING served_ms > {{sla:Float64}}""",
+        HAVING served_ms > {{sla:Float64}} OR (hour, bucket, key) IN (
+            SELECT hour, bucket, key FROM {store.table(t.SLA_EVENTS)} FINAL
+            WHERE hour >= toDateTime({{lo:UInt32}}) AND hour < toDateTime({{hi:UInt32}}))""",
         {"lo": hours[0], "hi": hours[-1] + HOUR, "hours": hours, "sla": float(settings.solver.sla_ms)},
     )
 

@@ -16,7 +16,7 @@ The formulas are solver.costs' (binary GB, 30-day months), applied to what happe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from solver.catalogue import Catalogue
 from solver.costs import DAYS_PER_MONTH, GB  # the same units as the solver's cost model (binary GB)
@@ -125,6 +125,9 @@ class LocationUsage:
     gets_month: float
     puts_month: float
     retrieval_gb_month: float
+    # the same objects' billable bytes at the location's all-hot stand-in (its own minimum size and per-object
+    # overhead: an archive tier's 40 KB of metadata per object is not part of the baseline); None: as above
+    baseline_bytes: float | None = None
 
 
 def monthly_cost(u: LocationUsage, loc, catalogue: Catalogue) -> float:
@@ -142,5 +145,6 @@ def all_hot_comparison(usage: list[LocationUsage], catalogue: Catalogue) -> tupl
         if u.location not in known:
             continue
         current += monthly_cost(u, catalogue.location(u.location), catalogue)
-        baseline += monthly_cost(u, all_hot_location(catalogue, u.location), catalogue)
+        hot_usage = u if u.baseline_bytes is None else replace(u, billable_bytes=u.baseline_bytes)
+        baseline += monthly_cost(hot_usage, all_hot_location(catalogue, u.location), catalogue)
     return current, baseline

@@ -20,6 +20,11 @@ from typing import Any, Protocol, Self
 from dim.config import Settings
 from schemas.tables import SCHEMA_MIGRATIONS, bootstrap_statements, migration_statements
 
+# Hours and days are UTC everywhere (api.derive computes them as multiples of 3600 / 86400 of Unix time):
+# without this, toStartOfDay and friends follow the process's (chDB) or the server's time zone, and a ledger built
+# on a laptop in Berlin or Kolkata lost its requests or its hours.
+SESSION_TIMEZONE = "UTC"
+
 # Integers as JSON numbers (not quoted strings), times as Unix seconds with fractions.
 _OUTPUT_SETTINGS = {
     "output_format_json_quote_64bit_integers": 0,
@@ -81,6 +86,8 @@ class ChdbBackend:
         from chdb import session
 
         self._sessions = [session.Session(path) for _ in range(max(1, sessions))]
+        for sess in self._sessions:  # see SESSION_TIMEZONE
+            sess.query(f"SET session_timezone = '{SESSION_TIMEZONE}'")
         self._idle: queue.LifoQueue = queue.LifoQueue()
         for sess in self._sessions:
             self._idle.put(sess)
@@ -133,6 +140,7 @@ class ServerBackend:
         self._client = clickhouse_connect.get_client(
             host=url.hostname or "127.0.0.1", port=url.port or 8123, secure=url.scheme == "https",
             username=ch.user, password=ch.password.get_secret_value(), autogenerate_session_id=False,
+            settings={"session_timezone": SESSION_TIMEZONE},
         )
         self._lock = threading.Lock()  # a clickhouse-connect client is not safe for concurrent use
 
