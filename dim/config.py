@@ -266,7 +266,9 @@ class MoverSettings(_Section):
     breaker_cooldown_s: float = Field(default=1.0, ge=0)
     # Restores out of archive tiers: poll with backoff up to this long.
     restore_poll_base_s: float = Field(default=0.2, gt=0)
-    restore_timeout_s: float = Field(default=3600.0, gt=0)
+    # 48 h: the catalogue's archive tiers restore in 5-15 h (Glacier Flexible, Deep Archive, Azure Archive);
+    # a timeout below that fails every move out of them after paying for the restore.
+    restore_timeout_s: float = Field(default=48 * 3600.0, gt=0)
     # Multipart uploads older than this found at start-up are crash leftovers and are aborted.
     stale_upload_s: float = Field(default=3600.0, ge=0)
     # Finished moves stay in the journal this long, so a redelivered move is recognised and not re-run.
@@ -274,6 +276,13 @@ class MoverSettings(_Section):
     # `dim audit`: a replica no catalog entry names is only an orphan (deletable by --repair) once older than
     # this. A copy whose commit is in flight is unnamed too: keep this far above the longest move.
     audit_grace_s: float = Field(default=7 * 86400.0, ge=0)
+
+    @model_validator(mode="after")
+    def _buffer_holds_a_part(self) -> MoverSettings:
+        if self.part_size > self.max_buffer_bytes:
+            # a streamed copy holds whole parts in its buffer: one part above the budget breaks the memory bound
+            raise ValueError(f"part_size ({self.part_size}) must not exceed max_buffer_bytes ({self.max_buffer_bytes})")
+        return self
 
 
 class ApiSettings(_Section):

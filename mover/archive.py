@@ -34,11 +34,11 @@ def ensure_restored(store: ReplicaStore, location: str, key: str, m: MoverSettin
     except PermanentError as exc:
         # Stores without archive tiers refuse the request (NotImplemented, InvalidObjectState for an object
         # that is not archived, ...): the bytes are readable now.
-        if not any(code in exc.reason for code in ("NotImplemented", "MethodNotAllowed", "InvalidObjectState",
-                                                    "InvalidRequest",
-                                                    "RestoreAlreadyInProgress", "501", "400")):
+        # The code itself, not a substring of the reason: that names the key too ("logs/0501.parquet").
+        if exc.code not in ("NotImplemented", "MethodNotAllowed", "InvalidObjectState", "InvalidRequest",
+                            "RestoreAlreadyInProgress", "501", "400"):
             raise
-        if "RestoreAlreadyInProgress" not in exc.reason:
+        if exc.code != "RestoreAlreadyInProgress":
             return 0.0
     start = clock()
     attempt = 0

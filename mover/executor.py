@@ -26,7 +26,15 @@ from mover import protocol
 from mover.catalog import CatalogConflict, PlacementCatalog, replica_key
 from mover.journal import JournalEntry, MoveJournal
 from mover.protocol import Recovery, StepKind
-from mover.s3ops import CopyResult, MoveError, ObjectInfo, ReplicaStore, SourceChanged, VerificationFailed
+from mover.s3ops import (
+    CopyResult,
+    MoveError,
+    ObjectInfo,
+    ReplicaStore,
+    RetriesExhausted,
+    SourceChanged,
+    VerificationFailed,
+)
 from schemas import Move, MoveEvent, MoveState, Placement, Replica, topics
 
 log = logging.getLogger(__name__)
@@ -311,7 +319,10 @@ class MoveExecutor:
     def _commit(self, move: Move, base_version: int, new_replicas: dict[str, Replica],
                 current: Placement | None = None, etag: str | None = None) -> Placement:
         """CAS the new replica set onto the entry we planned against. The first try uses the entry read at
-        planning (one request when nothing changed); a conflict re-reads and re-checks."""
+        planning (one request when nothing changed); a conflict re-reads and re-checks. So does a CAS whose
+        answers were all lost (RetriesExhausted): the write may have landed, and failing the move then would roll
+        back copies the catalog names and keep the dropped replicas forever."""
+        unanswered: RetriesExhausted | None = None
         for attempt in range(4):
             if attempt or current is None or etag is None:
                 got = self.catalog.get(move.bucket, move.key)
@@ -331,9 +342,14 @@ class MoveExecutor:
                 self.catalog.compare_and_set(new, etag)
             except CatalogConflict:
                 continue  # re-read: either someone else changed it (stale) or our write did land
+            except RetriesExhausted as exc:
+                unanswered = exc  # re-read: commit_happened tells whether it landed
+                continue
             self._record(move, S.COMMITTED, nbytes=sum(r.size for r in new_replicas.values()))
             self._publish_placement(new)
             return new
+        if unanswered is not None:
+            raise unanswered
         raise _Stop(self._end(move, S.SKIPPED, "stale_plan: catalog kept changing during the commit"))
 
     def _delete_dropped(self, move: Move, committed: Placement | None = None) -> None:

@@ -37,6 +37,10 @@ def classify(exc: BaseException) -> ErrorKind:
         ClientError,
         HTTPClientError,
         IncompleteReadError,
+        NoCredentialsError,
+        NoRegionError,
+        ParamValidationError,
+        PartialCredentialsError,
         ReadTimeoutError,
         ResponseStreamingError,
     )
@@ -51,12 +55,24 @@ def classify(exc: BaseException) -> ErrorKind:
     if isinstance(exc, (BotoConnectionError, HTTPClientError, ReadTimeoutError, IncompleteReadError,
                         ResponseStreamingError, ConnectionError, TimeoutError)):
         return ErrorKind.RETRY
+    if isinstance(exc, (ParamValidationError, NoCredentialsError, PartialCredentialsError, NoRegionError)):
+        return ErrorKind.PERMANENT  # a bad request or missing credentials: the same on every attempt
     if isinstance(exc, BotoCoreError):
         # e.g. a response body cut short or unparsable XML from a broken connection
         return ErrorKind.RETRY
     if isinstance(exc, OSError):
         return ErrorKind.RETRY
     return ErrorKind.PERMANENT
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code of a ClientError ("" for anything else), and its HTTP status as a fallback."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return ""
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code or str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
 
 
 def error_reason(exc: BaseException) -> str:
@@ -72,4 +88,5 @@ def error_reason(exc: BaseException) -> str:
 def backoff_s(attempt: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
     """Exponential backoff with full jitter: uniform(0, min(max, base * 2^attempt)), attempt counted from 0."""
     rng = rng or random
-    return rng.uniform(0.0, min(max_s, base_s * (2 ** attempt)))
+    # 2 ** 1024 is no float: restore polls of a long archive restore reach that attempt (mover/archive.py)
+    return rng.uniform(0.0, min(max_s, base_s * (2 ** min(attempt, 60))))

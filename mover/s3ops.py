@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 from dim.config import Settings, s3_client
 from mover.batching import KeyBatcher
 from mover.limits import EndpointGuard
-from mover.retry import ErrorKind, backoff_s, classify, error_reason
+from mover.retry import ErrorKind, backoff_s, classify, error_code, error_reason
 from mover.s3lite import LiteS3Client
 from solver.catalogue import settings_catalogue
 
@@ -35,6 +35,22 @@ log = logging.getLogger(__name__)
 
 SHA256_META = "sha256"  # x-amz-meta-sha256 on every replica we write
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3 (and SeaweedFS) refuse smaller parts except the last
+MAX_PARTS = 10_000  # S3's limit of parts per multipart upload
+MAX_PART_SIZE = 5 * 1024**3
+MiB = 1024 * 1024
+
+
+def part_step(size: int, configured: int) -> int:
+    """The part size for an object of `size` bytes: the configured one, or - for an object that would need more
+    than MAX_PARTS of those - the smallest whole MiB that fits it in MAX_PARTS (a 700 GiB object asked for part
+    11,200 and could never be moved)."""
+    if size <= configured * MAX_PARTS:
+        return configured
+    need = -(-size // MAX_PARTS)
+    step = -(-need // MiB) * MiB
+    if step > MAX_PART_SIZE:  # above 10,000 x 5 GiB (S3's own object limit is 5 TiB)
+        raise PermanentError(f"object of {size} bytes: more than S3 can hold ({MAX_PARTS} parts of 5 GiB)")
+    return step
 
 
 class MoveError(Exception):
@@ -46,7 +62,11 @@ class MoveError(Exception):
 
 
 class PermanentError(MoveError):
-    pass
+    """`code`: the S3 error code ("AccessDenied", "NotImplemented", ...) or "" when there was none."""
+
+    def __init__(self, reason: str, code: str = ""):
+        super().__init__(reason)
+        self.code = code
 
 
 class RetriesExhausted(MoveError):
@@ -204,7 +224,7 @@ class ReplicaStore:
                         guard.breaker.success()  # the endpoint answered sensibly
                         if kind is ErrorKind.PRECONDITION:
                             raise SourceChanged(f"{what}: {error_reason(exc)}") from exc
-                        raise PermanentError(f"{what}: {error_reason(exc)}") from exc
+                        raise PermanentError(f"{what}: {error_reason(exc)}", error_code(exc)) from exc
                 else:
                     guard.breaker.success()
                     return result
@@ -382,7 +402,7 @@ class ReplicaStore:
         ep = self.endpoint(dst_loc)
         upload = self.call(ep, f"CREATE-MPU {db}/{key}", lambda c: c.create_multipart_upload(
             Bucket=db, Key=key, Metadata={SHA256_META: sha256}))["UploadId"]
-        step = self.copy_part_size
+        step = part_step(source.size, self.copy_part_size)
         ranges = [(i + 1, s, min(source.size, s + step) - 1) for i, s in enumerate(range(0, source.size, step))]
 
         def part(n, s, e):
@@ -421,11 +441,13 @@ class ReplicaStore:
     def _stream_multipart(self, src_loc, dst_loc, key, source, sha256, progress) -> CopyResult:
         db = self.bucket(dst_loc)
         ep = self.endpoint(dst_loc)
-        step = self.part_size
+        step = part_step(source.size, self.part_size)
         ranges = [(i + 1, s, min(source.size, s + step) - 1) for i, s in enumerate(range(0, source.size, step))]
         upload = self.call(ep, f"CREATE-MPU {db}/{key}", lambda c: c.create_multipart_upload(
             Bucket=db, Key=key, Metadata={SHA256_META: sha256}))["UploadId"]
-        window = max(1, self.m.part_concurrency)
+        # A part larger than a buffer slot (objects above MAX_PARTS x part_size): one at a time, so the memory
+        # bound is the buffer budget plus one such part.
+        window = max(1, self.m.part_concurrency) if step == self.part_size else 1
         sha = hashlib.sha256()
         md5s: list[bytes] = []
         parts: list[dict] = []

@@ -246,6 +246,32 @@ def test_crash_between_cas_and_journal_is_recognised_as_committed(stack_settings
     assert store.head(B, replica_key("app", key)) is None
 
 
+class LostAnswerCasCatalog(PlacementCatalog):
+    """The CAS lands, then every answer is lost: the client gives up (RetriesExhausted) as after a network cut."""
+
+    def compare_and_set(self, placement, etag):
+        from mover.s3ops import RetriesExhausted
+
+        super().compare_and_set(placement, etag)
+        raise RetriesExhausted("PUT catalog: gave up after 6 attempts: ReadTimeoutError")
+
+
+def test_a_commit_whose_answers_were_lost_is_recognised_as_committed(stack_settings, tmp_path):
+    """Before: the move failed with a rollback although the catalog named its new replica set - the dropped
+    replica was kept (and paid for) forever, and the new placement never reached the placements topic."""
+    settings = mover_settings(stack_settings, tmp_path)
+    key, data = new_key(), os.urandom(4096)
+    seed_object(settings, "app", key, data, [A, B])
+    move = make_move(key, [A, B], [A, C])
+    store = ReplicaStore(settings)
+    with MoveJournal(settings) as journal:
+        outcome = MoveExecutor(settings, journal, store, catalog=LostAnswerCasCatalog(settings)).execute(move)
+        assert outcome.state is S.DELETED, outcome.reason
+        assert any("recovered: commit found" in e.reason for e in journal.entry(move.move_id).events)
+    assert assert_catalog_truthful(settings, store, key, data) == [A, C]
+    assert store.head(B, replica_key("app", key)) is None
+
+
 def test_streamed_multipart_copy_across_endpoints(stack_settings, tmp_path):
     # "localhost" and "127.0.0.1" are different endpoints to the mover: no server-side copy possible.
     other = stack_settings.s3.endpoint.replace("127.0.0.1", "localhost")
