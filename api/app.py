@@ -36,6 +36,7 @@ from schemas import AuditRecord, MoveState, topics
 
 PROBLEM = "application/problem+json"
 MAX_HISTORY = 500
+PLAN_ITEMS = 10_000  # moves a /plans/{id} answer carries inline
 # Strings a caller may send are bounded like the contracts bound them (S3 limits): nothing longer can match.
 BucketStr = Annotated[str, Query(min_length=1, max_length=63)]
 KeyStr = Annotated[str, Query(min_length=1, max_length=1024)]
@@ -156,12 +157,20 @@ def create_app(settings: Settings, store: AnalyticsStore, ingest_stats=None) -> 
         header = queries.get_plan(store, plan_id)
         if header is None:
             raise HTTPException(404, f"no plan {plan_id}")
-        moves, _ = queries.list_moves(store, status=None, plan_id=plan_id, bucket=None, key=None, cursor=None,
-                                      limit=10_000)
+        # The first PLAN_ITEMS moves inline (the rest through /moves?plan_id=...&cursor=next_cursor); the status
+        # counts cover every move of the plan.
+        moves, nxt = queries.list_moves(store, status=None, plan_id=plan_id, bucket=None, key=None, cursor=None,
+                                        limit=PLAN_ITEMS)
         statuses: dict[str, int] = {}
-        for m in moves:
-            statuses[m["status"]] = statuses.get(m["status"], 0) + 1
-        return {**header, "move_statuses": statuses, "items": moves}
+        page, cursor = moves, nxt
+        while True:
+            for m in page:
+                statuses[m["status"]] = statuses.get(m["status"], 0) + 1
+            if cursor is None:
+                break
+            page, cursor = queries.list_moves(store, status=None, plan_id=plan_id, bucket=None, key=None,
+                                              cursor=cursor, limit=PLAN_ITEMS)
+        return {**header, "move_statuses": statuses, "items": moves, "next_cursor": nxt}
 
     @app.get("/moves", response_model=MovePage, dependencies=guarded)
     def moves(

@@ -72,6 +72,9 @@ def touched(rows: Rows) -> tuple[set[int], set[int]]:
 
 def refresh(store: AnalyticsStore, settings: Settings, rows: Rows) -> None:
     hours, days = touched(rows)
+    governed = _read_hours_after_new_placements(store, rows)
+    hours |= governed
+    days |= {h // DAY * DAY for h in governed}
     days |= _copy_days_of_new_moves(store, rows)
     if days:
         days |= _quiet_days_before(store, max(days))
@@ -80,6 +83,29 @@ def refresh(store: AnalyticsStore, settings: Settings, rows: Rows) -> None:
         refresh_sla(store, settings, sorted(hours))
     if days:
         refresh_ledger(store, settings, sorted(days))
+
+
+# How far after a placement's time its late arrival re-judges the object's reads (SLA, requests in the ledger).
+REJUDGE_S = 31 * DAY
+
+
+def _read_hours_after_new_placements(store: AnalyticsStore, rows: Rows) -> set[int]:
+    """Hours with reads of an object whose placement version arrives in this batch, from that version on: a
+    placement may arrive after the reads it governs (another topic), and it governs every later hour until the
+    next version, not only its own (bounded by REJUDGE_S)."""
+    since: dict[str, int] = {}
+    for r in rows.get(t.PLACEMENTS, []):
+        oid = f"{r['bucket']}/{r['key']}"
+        hour = int(r["updated_at"]) // HOUR * HOUR
+        since[oid] = min(since.get(oid, hour), hour)
+    if not since:
+        return set()
+    found = store.query(
+        f"""SELECT concat(bucket, '/', key) AS oid, toUInt32(hour) AS h FROM {store.table(t.ACCESS_HOURLY)} FINAL
+            WHERE hour >= toDateTime({{lo:UInt32}}) AND hour < toDateTime({{hi:UInt32}}) AND gets > 0
+              AND has({{ids:Array(String)}}, concat(bucket, '/', key))""",
+        {"lo": min(since.values()), "hi": max(since.values()) + REJUDGE_S, "ids": sorted(since)})
+    return {int(r["h"]) for r in found if since[r["oid"]] <= r["h"] < since[r["oid"]] + REJUDGE_S}
 
 
 def _copy_days_of_new_moves(store: AnalyticsStore, rows: Rows) -> set[int]:

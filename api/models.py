@@ -103,8 +103,9 @@ class PlanPage(Page):
 
 
 class PlanDetail(PlanSummary):
-    move_statuses: dict[str, int]
-    items: list[MoveStatus]
+    move_statuses: dict[str, int]  # over every move of the plan
+    items: list[MoveStatus]  # the first 10,000 moves
+    next_cursor: str | None = None  # the rest: GET /moves?plan_id=...&cursor=...
 
 
 class MovePage(Page):

@@ -115,6 +115,19 @@ def test_plans_and_moves(client, populated):
     assert [m["key"] for m in done] == [ds.moved_key]
     assert client.get("/moves", params={"status": "bogus"}).status_code == 422
     assert client.get("/plans/no-such-plan").status_code == 404
+    assert plan["next_cursor"] is None and len(plan["items"]) == 2
+
+
+def test_a_plan_larger_than_its_inline_moves_counts_them_all(client, populated, monkeypatch):
+    """Inline moves stop at PLAN_ITEMS (10,000): the status counts stopped there too, with no way to the rest."""
+    from api import app as app_module
+
+    _, _, ds = populated
+    monkeypatch.setattr(app_module, "PLAN_ITEMS", 1)
+    plan = client.get(f"/plans/{ds.plan_id}").json()
+    assert len(plan["items"]) == 1 and plan["move_statuses"] == {"deleted": 1, "failed": 1}
+    rest = client.get("/moves", params={"plan_id": ds.plan_id, "cursor": plan["next_cursor"]}).json()["items"]
+    assert sorted(m["key"] for m in plan["items"] + rest) == sorted([ds.moved_key, ds.failed_key])
 
 
 def test_dead_letters_page(client, populated):

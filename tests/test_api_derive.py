@@ -141,3 +141,12 @@ def test_hours_and_days_are_utc_whatever_the_process_time_zone(tmp_path, tz):
                          env={**os.environ, "TZ": tz}, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"hours": [D, D + 5 * HOUR], "gets": 2}
+
+
+def test_a_late_placement_re_judges_every_later_hour_it_governs(feed):
+    """It re-judged only its own hour and the next: reads 5-8 hours later stayed judged against the old tier."""
+    feed(placed(D - 100, 1, [HOT]), *(read(D + h * HOUR + 60) for h in range(5, 9)))
+    feed(placed(D + HOUR + 5, 2, [ARC]))  # moved to Glacier Flexible in hour 1; the catalog update arrives late
+    sla = analytics.sla(feed.store, feed.settings, D, D + DAY, 10)
+    assert sla.violating_reads == 4 and sorted(e.hour for e in sla.events) == [D + h * HOUR for h in range(5, 9)]
+    assert ledger(feed, D, ARC)["get_requests"] == 4 and ledger(feed, D)["get_requests"] == 0
