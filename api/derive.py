@@ -234,14 +234,14 @@ def ledger_input(store: AnalyticsStore, days: list[int]) -> LedgerInput:
     # Egress: bytes copied to a new location, from the move's first source.
     for r in store.query(
         f"""SELECT toUInt32(toStartOfDay(e.ts)) AS d, m.from_locations[1] AS src, e.location AS dst,
-                   sum(e.bytes) AS bytes
+                   sum(e.bytes) AS bytes, count() AS copies
             FROM (SELECT * FROM {store.table(t.MOVE_EVENTS)} FINAL WHERE state = 'copied'
                   AND has({{days:Array(UInt32)}}, toUInt32(toStartOfDay(ts)))) AS e
             INNER JOIN (SELECT move_id, from_locations FROM {store.table(t.MOVES)} FINAL) AS m
               ON m.move_id = e.move_id
             WHERE length(m.from_locations) > 0 AND e.location != ''
             GROUP BY d, src, dst""", params):
-        inp.copies.append(Copy(r["d"] // DAY, r["src"], r["dst"], int(r["bytes"])))
+        inp.copies.append(Copy(r["d"] // DAY, r["src"], r["dst"], int(r["bytes"]), int(r["copies"])))
     # Early deletion: a location present in one catalog version and gone in the next.
     for r in store.query(
         f"""SELECT toUInt32(toStartOfDay(updated_at)) AS d, loc AS location, size,

@@ -33,16 +33,20 @@ class LocationDay:
     egress_gb: float = 0.0
     egress_usd: float = 0.0
     early_deletion_usd: float = 0.0
+    copy_retrieval_usd: float = 0.0  # moves' copies: retrieval at their source
+    copy_request_usd: float = 0.0  # moves' copies: a GET at the source, a PUT at the target
 
 
 @dataclass(frozen=True)
 class Copy:
-    """Bytes copied from `src` to `dst` by a move (egress is billed by the source)."""
+    """Bytes copied from `src` to `dst` by moves (egress and retrieval are billed by the source, as in
+    solver.costs.add_cost: size x (egress + retrieval) + a GET at the source and a PUT at the target)."""
 
     day: int  # days since epoch
     src: str
     dst: str
     bytes: int
+    copies: int = 1
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,12 @@ def ledger_rows(inp: LedgerInput, catalogue: Catalogue) -> list[dict]:
         u = usage.setdefault((c.day, c.src), LocationDay())
         u.egress_gb += c.bytes / GB
         u.egress_usd += c.bytes / GB * catalogue.egress_usd_gb(c.src, c.dst)
+        # Priced into the retrieval and request dollars, not the volumes: those columns are the clients' reads
+        # and writes (`/savings` prices them at the all-hot tiers).
+        src, dst = known[c.src], known[c.dst]
+        u.copy_retrieval_usd += c.bytes / GB * src.retrieval_usd_gb
+        u.copy_request_usd += c.copies / 1000 * src.get_usd_per_1k
+        usage.setdefault((c.day, c.dst), LocationDay()).copy_request_usd += c.copies / 1000 * dst.put_usd_per_1k
     for d in inp.dropped:
         loc = known.get(d.location)
         if loc is None:
@@ -91,8 +101,9 @@ def ledger_rows(inp: LedgerInput, catalogue: Catalogue) -> list[dict]:
         u.egress_gb += u.read_egress_gb
         u.egress_usd += u.read_egress_gb * catalogue.internet_egress_usd_gb(location)
         storage = u.gb_days * loc.storage_usd_gb_month / DAYS_PER_MONTH
-        request = u.get_requests / 1000 * loc.get_usd_per_1k + u.put_requests / 1000 * loc.put_usd_per_1k
-        retrieval = u.retrieval_gb * loc.retrieval_usd_gb
+        request = (u.get_requests / 1000 * loc.get_usd_per_1k + u.put_requests / 1000 * loc.put_usd_per_1k
+                   + u.copy_request_usd)
+        retrieval = u.retrieval_gb * loc.retrieval_usd_gb + u.copy_retrieval_usd
         monitoring = u.objects / 1000 * monitoring_usd_per_1k(loc) / DAYS_PER_MONTH
         rows.append({
             "day": day, "location": location, "provider": loc.provider, "tier": loc.tier,

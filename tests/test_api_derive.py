@@ -150,3 +150,19 @@ def test_a_late_placement_re_judges_every_later_hour_it_governs(feed):
     sla = analytics.sla(feed.store, feed.settings, D, D + DAY, 10)
     assert sla.violating_reads == 4 and sorted(e.hour for e in sla.events) == [D + h * HOUR for h in range(5, 9)]
     assert ledger(feed, D, ARC)["get_requests"] == 4 and ledger(feed, D)["get_requests"] == 0
+
+
+def test_a_copy_out_of_an_archive_tier_pays_its_retrieval_and_requests(feed):
+    """The ledger billed a copy its egress only: $0 for restoring 1 GiB out of Glacier Flexible."""
+    feed(placed(D - 100, 1, [ARC]))
+    feed((topics.MOVES, Move(move_id="m2", plan_id="p", bucket="b", key="k", size=GIB, from_locations=[ARC],
+                             to_locations=[HOT])),
+         (topics.MOVE_EVENTS, MoveEvent(move_id="m2", plan_id="p", bucket="b", key="k", state="copied",
+                                        ts=D + 100, location=HOT, bytes=GIB)))
+    row = feed.q(f"""SELECT retrieval_usd, request_usd, get_requests FROM {feed.store.table(t.COST_LEDGER)} FINAL
+                     WHERE day = toDate({D}) AND location = '{ARC}'""")[0]
+    assert row["retrieval_usd"] == pytest.approx(0.01) and row["request_usd"] == pytest.approx(0.05 / 1000)
+    assert row["get_requests"] == 0  # the volumes stay the clients' reads (/savings prices them)
+    hot = feed.q(f"""SELECT request_usd FROM {feed.store.table(t.COST_LEDGER)} FINAL
+                     WHERE day = toDate({D}) AND location = '{HOT}'""")[0]
+    assert hot["request_usd"] == pytest.approx(0.005 / 1000)  # one PUT at S3 Standard
