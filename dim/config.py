@@ -269,8 +269,10 @@ class MoverSettings(_Section):
     # 48 h: the catalogue's archive tiers restore in 5-15 h (Glacier Flexible, Deep Archive, Azure Archive);
     # a timeout below that fails every move out of them after paying for the restore.
     restore_timeout_s: float = Field(default=48 * 3600.0, gt=0)
-    # Multipart uploads older than this found at start-up are crash leftovers and are aborted.
-    stale_upload_s: float = Field(default=3600.0, ge=0)
+    # Multipart uploads older than this found at start-up are crash leftovers and are aborted (a mover's own
+    # interrupted uploads are aborted from its journal at once). 24 h, not 1 h: another mover instance's live
+    # upload of a large object (a 700 GiB stream takes hours) must not be taken for a leftover.
+    stale_upload_s: float = Field(default=24 * 3600.0, ge=0)
     # Finished moves stay in the journal this long, so a redelivered move is recognised and not re-run.
     journal_keep_finished_s: float = Field(default=7 * 86400.0, ge=0)
     # `dim audit`: a replica no catalog entry names is only an orphan (deletable by --repair) once older than
