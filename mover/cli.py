@@ -39,10 +39,7 @@ def move_cmd(until_run: str | None, plan_file: Path | None, idle_timeout: float 
         try:
             plan = PlacementPlan.model_validate_json(plan_file.read_bytes())
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'document'}: {e['msg']}"
-                                 for e in exc.errors(include_url=False)[:5])
-            more = f" (and {exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
-            raise click.ClickException(f"{plan_file} is not a PlacementPlan: {problems}{more}") from None
+            raise click.ClickException(f"{plan_file} is not a PlacementPlan: {_problems(exc)}") from None
         total = sum(m.size * max(1, len(m.added)) for m in plan.moves)
     require_broker(settings)  # a plan file's moves report their events to the broker too
     bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="moving", disable=not progress,
@@ -124,6 +121,13 @@ def _audit_once(settings, bucket: str | None, prefix: str, verify_checksums: boo
     return report.ok
 
 
+def _problems(exc, shown: int = 5) -> str:
+    """A pydantic ValidationError on one line: "field: message; ..." (the first `shown` of them)."""
+    errors = exc.errors(include_url=False)
+    text = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in errors[:shown])
+    return text + (f" (and {len(errors) - shown} more)" if len(errors) > shown else "")
+
+
 @click.command("chaos")
 @click.option("--listen", default="127.0.0.1:0", help="host:port to listen on (port 0 = any free port).")
 @click.option("--upstream", default=None, help="S3 endpoint to forward to (default: s3.endpoint).")
@@ -143,9 +147,7 @@ def chaos_cmd(listen: str, upstream: str | None, config_json: str):
     try:
         cfg = ChaosConfig.model_validate_json(config_json)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
-                             for e in exc.errors(include_url=False))
-        raise click.BadParameter(problems, param_hint="--config") from None
+        raise click.BadParameter(_problems(exc), param_hint="--config") from None
     try:
         serve_forever(host or "127.0.0.1", int(port or 0), upstream or _settings().s3.endpoint, cfg)
     except OSError as exc:
