@@ -11,7 +11,6 @@ from fastapi import FastAPI, HTTPException, Query
 from pydantic import BeforeValidator
 
 from api.deps import Config, Limit, Store
-from api.derive import SLA_VIOLATION
 from api.ledger import DAYS_PER_MONTH, LocationUsage, all_hot_comparison, all_hot_location
 from api.models import Costs, Savings, Sla
 from api.store import AnalyticsStore
@@ -145,7 +144,7 @@ def sla(store: AnalyticsStore, settings, from_ts: float | None, to_ts: float | N
     # hours that start in [from_ts, to_ts); a fractional to_ts includes the hour it falls in
     params = {"f": int(from_ts), "t": math.ceil(to_ts), "n": limit}
     rng = "hour >= toDateTime({f:UInt32}) AND hour < toDateTime({t:UInt32})"
-    violations = f"{rng} AND {SLA_VIOLATION}"
+    violations = f"{rng} AND {t.SLA_VIOLATION}"
     by_location = store.query(
         f"""SELECT location, sum(reads) AS reads, uniqExact(bucket, key) AS objects, max(latency_ms) AS latency_ms
             FROM (SELECT location, bucket, key, reads, latency_ms FROM {store.table(t.SLA_EVENTS)} FINAL

@@ -22,8 +22,6 @@ DAY = 86400
 # A day the ledger fills in when a batch jumps over days nobody touched (storage is billed every day), at most:
 # a bogus far-future event time must not make one batch recompute centuries.
 MAX_FILL_DAYS = 366
-# What makes an sla_events row a violation (refresh_sla also writes rows that withdraw one).
-SLA_VIOLATION = "latency_ms > sla_ms"
 
 
 def catalogue_of(settings: Settings) -> Catalogue:
@@ -60,10 +58,7 @@ def touched(rows: Rows) -> tuple[set[int], set[int]]:
     for r in rows.get(t.ACCESS_EVENTS, []):
         hours.add(int(r["event_time"]) // HOUR * HOUR)
     for r in rows.get(t.PLACEMENTS, []):
-        days.add(int(r["updated_at"]) // DAY * DAY)
-        # A placement may arrive after the reads it governs (other topic): re-judge the SLA of its hours.
-        hour = int(r["updated_at"]) // HOUR * HOUR
-        hours.update((hour, hour + HOUR))
+        days.add(int(r["updated_at"]) // DAY * DAY)  # (the hours it governs: _read_hours_after_new_placements)
     for r in rows.get(t.MOVE_EVENTS, []):
         days.add(int(r["ts"]) // DAY * DAY)
     days |= {h // DAY * DAY for h in hours}
@@ -174,7 +169,7 @@ def _serving_sql(store: AnalyticsStore, usage_sql: str, cols: list[str], asof_co
 def refresh_sla(store: AnalyticsStore, settings: Settings, hours: list[int]) -> None:
     """Re-judge the hours: a violation is a row with latency_ms > sla_ms; an earlier violation of an hour that now
     complies (its placement arrived late) is replaced by a compliant row, which every reader filters out
-    (`SLA_VIOLATION`). Rows are never deleted: ReplacingMergeTree keeps the newest per (hour, object)."""
+    (`schemas.tables.SLA_VIOLATION`). Rows are never deleted: ReplacingMergeTree keeps the newest per (hour, object)."""
     usage = f"""SELECT hour, bucket, key, gets, toDateTime64(hour + 3600, 3) AS hour_end
                 FROM {store.table(t.ACCESS_HOURLY)} FINAL
                 WHERE hour >= toDateTime({{lo:UInt32}}) AND hour < toDateTime({{hi:UInt32}})

@@ -76,7 +76,7 @@ FROM ${{database}}.{t.MOVE_EVENTS} FINAL
 WHERE $__timeFilter(ts) AND state IN ('failed', 'rolled_back')
 ORDER BY ts DESC LIMIT 100"""),
     View("SLA violations: reads served slower than the SLA, by location", "timeseries", 0, f"""SELECT $__timeInterval(hour) AS time, location, sum(reads) AS violating_reads
-FROM ${{database}}.{t.SLA_EVENTS} FINAL WHERE $__timeFilter(hour) AND latency_ms > sla_ms
+FROM ${{database}}.{t.SLA_EVENTS} FINAL WHERE $__timeFilter(hour) AND {t.SLA_VIOLATION}
 GROUP BY time, location ORDER BY time"""),
     # Repeats (an access delivered twice, valid and not counted again) apart from refused input, which needs a fix.
     View("Dead letters by source topic (repeats apart)", "timeseries", 0, f"""SELECT $__timeInterval(_ingested_at) AS time, concat(source_topic, if(startsWith(reason, '{REPEAT_REASON_PREFIX}'), ' repeats', '')) AS source, count() AS records

@@ -28,6 +28,8 @@ DEAD_LETTERS = "dead_letters"
 AUDITS = "audits"  # one row per `dim audit` run (migration 5)
 AUDIT_FINDINGS = "audit_findings"  # the findings an audit record carries, one row each
 FLOW_STATUS = "flow_status"  # one row per flow shard per status interval of event time (migration 7)
+# SQL over an sla_events row: whether it is a violation (the ingester also writes rows withdrawing one, api/derive).
+SLA_VIOLATION = "latency_ms > sla_ms"
 # SQL over an audits row: its integrity findings (the kinds that mean the mover's guarantee is broken).
 AUDIT_INTEGRITY_SUM = " + ".join(f"counts['{kind}']" for kind in AUDIT_INTEGRITY_KINDS)
 # Derived.
