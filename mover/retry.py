@@ -49,9 +49,7 @@ def classify(exc: BaseException) -> ErrorKind:
     )
 
     if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return classify_code(str(err.get("Code", "")), status)
+        return classify_code(*_code_status(exc)[:2])
     if isinstance(exc, (BotoConnectionError, HTTPClientError, ReadTimeoutError, IncompleteReadError,
                         ResponseStreamingError, ConnectionError, TimeoutError)):
         return ErrorKind.RETRY
@@ -65,23 +63,29 @@ def classify(exc: BaseException) -> ErrorKind:
     return ErrorKind.PERMANENT
 
 
+def _code_status(exc) -> tuple[str, int | None, str]:
+    """(error code, HTTP status, message) of a botocore ClientError."""
+    err = exc.response.get("Error", {})
+    return str(err.get("Code", "")), exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"), \
+        str(err.get("Message", ""))
+
+
 def error_code(exc: BaseException) -> str:
     """The S3 error code of a ClientError ("" for anything else), and its HTTP status as a fallback."""
     from botocore.exceptions import ClientError
 
     if not isinstance(exc, ClientError):
         return ""
-    code = str(exc.response.get("Error", {}).get("Code", ""))
-    return code or str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+    code, status, _ = _code_status(exc)
+    return code or str(status or "")
 
 
 def error_reason(exc: BaseException) -> str:
     from botocore.exceptions import ClientError
 
     if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return f"{err.get('Code', '?')} (HTTP {status}): {err.get('Message', '')}".strip()
+        code, status, message = _code_status(exc)
+        return f"{code or '?'} (HTTP {status}): {message}".strip()
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
-from dim.config import Settings, s3_client
+from dim.config import S3_MAX_PART, S3_MIN_PART, Settings, s3_client
 from mover.batching import KeyBatcher
 from mover.limits import EndpointGuard
 from mover.retry import ErrorKind, backoff_s, classify, error_code, error_reason
@@ -34,9 +34,8 @@ from solver.catalogue import settings_catalogue
 log = logging.getLogger(__name__)
 
 SHA256_META = "sha256"  # x-amz-meta-sha256 on every replica we write
-MIN_PART_SIZE = 5 * 1024 * 1024  # S3 (and SeaweedFS) refuse smaller parts except the last
+MIN_PART_SIZE = S3_MIN_PART  # S3 (and SeaweedFS) refuse smaller parts except the last
 MAX_PARTS = 10_000  # S3's limit of parts per multipart upload
-MAX_PART_SIZE = 5 * 1024**3
 MiB = 1024 * 1024
 
 
@@ -48,7 +47,7 @@ def part_step(size: int, configured: int) -> int:
         return configured
     need = -(-size // MAX_PARTS)
     step = -(-need // MiB) * MiB
-    if step > MAX_PART_SIZE:  # above 10,000 x 5 GiB (S3's own object limit is 5 TiB)
+    if step > S3_MAX_PART:  # above 10,000 x 5 GiB (S3's own object limit is 5 TiB)
         raise PermanentError(f"object of {size} bytes: more than S3 can hold ({MAX_PARTS} parts of 5 GiB)")
     return step
 
