@@ -42,7 +42,8 @@ from schemas import Candidate, ObjectHeat, ShardStatus
 HOT, COLD, NEW, GONE = "hot", "cold", "new", "gone"
 
 # Layout of a pickled ShardState (recovery snapshots). Raise it whenever a change makes older snapshots unusable
-# (6: the read estimate has an activity bucket of its own for objects written and not read lately; 5: the shard knows its partition and emits ShardStatus records, and its read estimate has an idle-time-only
+# (6: the read estimate has an activity bucket of its own for objects written and not read lately; 5: the shard
+# knows its partition and emits ShardStatus records, and its read estimate has an idle-time-only
 # level (flows.horizon_reads); 4: pending labels keep the heat prior's p_hot and the model is scored against it
 # (flows.model); 3: the shard remembers request ids (flows.dedup); 2: flows.horizon_reads keeps its ladder per size
 # class; 1, implicit: everything before), so a flow restarted on an old recovery store stops with StateFormatError
